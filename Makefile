@@ -1,0 +1,43 @@
+# Two commands do everything on a fresh machine: `make demo` and `make test`.
+# Both create .venv when it is missing and reinstall only when pyproject.toml changes.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+CHROMIUM := /usr/bin/chromium
+
+.PHONY: demo test bench venv browser default-model clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	@# torchvision from the registry brings its matching torch; never the local CPU-only wheel.
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+# Headless Chromium for the HTML overlay test (Debian package; needs root, as in CI).
+browser:
+	@test -x $(CHROMIUM) || { (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null) \
+		|| echo "warning: could not install chromium; the HTML overlay browser test will not run"; }
+
+demo: venv
+	$(VENV)/bin/captioner caption data/examples --overlay-dir out --gif --html
+	@echo
+	@echo "Overlays written to out/: one panel PNG, GIF and HTML page per image (open out/*.html in a browser)."
+
+test: venv browser
+	$(PY) -m pytest
+
+bench: venv
+	$(PY) bench/run.py
+
+# Rebuild the embedded default model from scratch (see README, "The default model").
+default-model: venv
+	$(VENV)/bin/captioner scenes --out datasets/scenes-train --num-images 4000 --seed 1
+	$(VENV)/bin/captioner train --config configs/scenes.toml --out runs/scenes
+	$(VENV)/bin/captioner export runs/scenes/best.pt captioner/assets/default.pt --half
+
+clean:
+	rm -rf out runs .pytest_cache

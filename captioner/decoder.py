@@ -1,0 +1,90 @@
+"""Attention LSTM decoder (Xu et al. 2015, section 3.1.2).
+
+Per step t, from the previous word y_{t-1} and state (h_{t-1}, c_{t-1}):
+  alpha_t, ctx_t = attention(a, h_{t-1})
+  beta_t         = sigmoid(f_beta(h_{t-1}))          gating scalar (paper 4.2.1)
+  z_t            = beta_t * ctx_t
+  h_t, c_t       = LSTM([E y_{t-1}; z_t], (h_{t-1}, c_{t-1}))
+  logits_t       = L_o(dropout(E y_{t-1} + L_h h_t + L_z z_t))   deep output layer (eq. 7)
+h_0 and c_0 come from MLPs on the mean annotation vector. `step` is the one implementation
+of this; teacher forcing (`forward`), greedy decoding and beam search all call it.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from .attention import Attention
+
+
+class DecoderState(NamedTuple):
+    h: torch.Tensor  # (B, H)
+    c: torch.Tensor  # (B, H)
+
+
+class StepOutput(NamedTuple):
+    logits: torch.Tensor  # (B, V)
+    state: DecoderState
+    alpha: torch.Tensor  # (B, P)
+    beta: torch.Tensor  # (B, 1)
+
+
+class DecoderOutput(NamedTuple):
+    logits: torch.Tensor  # (B, T, V) predictions for captions[:, 1:]
+    alphas: torch.Tensor  # (B, T, P)
+
+
+class Decoder(nn.Module):
+    def __init__(self, *, vocab_size: int, encoder_dim: int, embed_dim: int, attention_dim: int,
+                 hidden_dim: int, dropout: float, scorer: str) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(vocab_size, embed_dim)
+        self.attention = Attention(scorer=scorer, encoder_dim=encoder_dim, hidden_dim=hidden_dim,
+                                   attention_dim=attention_dim)
+        self.init_h = nn.Linear(encoder_dim, hidden_dim)
+        self.init_c = nn.Linear(encoder_dim, hidden_dim)
+        self.f_beta = nn.Linear(hidden_dim, 1)
+        self.lstm = nn.LSTMCell(embed_dim + encoder_dim, hidden_dim)
+        self.L_h = nn.Linear(hidden_dim, embed_dim)
+        self.L_z = nn.Linear(encoder_dim, embed_dim)
+        self.L_o = nn.Linear(embed_dim, vocab_size)
+        self.dropout = nn.Dropout(dropout)
+        nn.init.uniform_(self.embedding.weight, -0.1, 0.1)
+
+    def init_state(self, features: torch.Tensor) -> DecoderState:
+        """(B, P, E) -> h_0, c_0 from the mean annotation vector."""
+        mean = features.mean(dim=1)  # (B, E)
+        return DecoderState(torch.tanh(self.init_h(mean)), torch.tanh(self.init_c(mean)))
+
+    def prepare(self, features: torch.Tensor) -> torch.Tensor:
+        """Per-image attention keys, computed once for all steps."""
+        return self.attention.project_keys(features)
+
+    def step(self, tokens: torch.Tensor, state: DecoderState, features: torch.Tensor,
+             keys: torch.Tensor) -> StepOutput:
+        """One word: tokens (B,) previous words -> logits (B, V) for the next word."""
+        emb = self.embedding(tokens)  # (B, D)
+        context, alpha = self.attention(features, keys, state.h)  # (B, E), (B, P)
+        beta = torch.sigmoid(self.f_beta(state.h))  # (B, 1)
+        z = beta * context  # (B, E)
+        h, c = self.lstm(torch.cat([emb, z], dim=1), (state.h, state.c))  # (B, H) each
+        logits = self.L_o(self.dropout(emb + self.L_h(h) + self.L_z(z)))  # (B, V)
+        return StepOutput(logits, DecoderState(h, c), alpha, beta)
+
+    def forward(self, features: torch.Tensor, captions: torch.Tensor) -> DecoderOutput:
+        """Teacher forcing. captions (B, T+1) = <start> w_1 ... <end> <pad>...; no sorting.
+
+        Padded positions are computed too and masked out by the loss: sorting the batch by
+        length to save that work is what made the tutorial code return a `sort_ind`.
+        """
+        keys = self.prepare(features)
+        state = self.init_state(features)
+        logits, alphas = [], []
+        for t in range(captions.size(1) - 1):
+            out = self.step(captions[:, t], state, features, keys)
+            state = out.state
+            logits.append(out.logits)
+            alphas.append(out.alpha)
+        return DecoderOutput(torch.stack(logits, dim=1), torch.stack(alphas, dim=1))  # (B, T, V), (B, T, P)

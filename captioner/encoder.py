@@ -1,0 +1,138 @@
+"""Image -> region features: a CNN backbone whose stride-32 map becomes a G x G grid.
+
+Preprocessing travels with the backbone (`Preprocess`), because each set of weights was
+trained with its own input scaling. The whole image is resized to a square, never centre-
+cropped, so the grid covers the full image and attention maps overlay it one to one.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+
+from .config import ModelConfig
+from .efficientnet_lite import (HEAD_CHANNELS, LAST_BLOCK_CHANNELS, LITE0_STAGES,
+                                EfficientNetLite0, lite0_weights_path)
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+# EfficientNet-Lite was trained on (x*255 - 127) / 128, i.e. mean 127/255 and std 128/255.
+LITE_MEAN = (127.0 / 255.0,) * 3
+LITE_STD = (128.0 / 255.0,) * 3
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """PIL RGB image -> (3, size, size) float tensor, normalised for one backbone."""
+
+    size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        image = image.convert("RGB").resize((self.size, self.size), Image.Resampling.BICUBIC)
+        x = torch.from_numpy(np.array(image, dtype=np.float32)).permute(2, 0, 1)  # (3, S, S)
+        x = x.div_(255.0)
+        mean = torch.tensor(self.mean).view(3, 1, 1)
+        std = torch.tensor(self.std).view(3, 1, 1)
+        return (x - mean) / std
+
+
+def preprocess_for(config: ModelConfig) -> Preprocess:
+    if config.backbone.startswith("efficientnet_lite"):
+        return Preprocess(config.image_size, LITE_MEAN, LITE_STD)
+    return Preprocess(config.image_size, IMAGENET_MEAN, IMAGENET_STD)
+
+
+def encoder_dim(config: ModelConfig) -> int:
+    """E, the channel count of the region features."""
+    if config.backbone == "efficientnet_lite0":
+        return LAST_BLOCK_CHANNELS if config.feature_layer == "blocks" else HEAD_CHANNELS
+    return 2048
+
+
+def weights_are_offline(config: ModelConfig) -> bool:
+    """True when the backbone's pretrained weights can be rebuilt here without a download.
+
+    Such a frozen encoder need not be stored in checkpoints, which keeps the embedded
+    default model small.
+    """
+    return config.backbone == "efficientnet_lite0" and config.pretrained == "imagenet"
+
+
+class Encoder(nn.Module):
+    """(B, 3, S, S) normalised images -> (B, P, E) region features, P = G * G."""
+
+    def __init__(self, *, config: ModelConfig, load_weights: bool = True) -> None:
+        super().__init__()
+        self.grid = config.grid
+        self.feature_layer = config.feature_layer
+        if config.backbone == "efficientnet_lite0":
+            net = EfficientNetLite0()
+            del net._fc  # classification layer: not part of the feature extractor
+            if config.feature_layer == "blocks":
+                del net._conv_head, net._bn1
+            if load_weights and config.pretrained == "imagenet":
+                state = torch.load(lite0_weights_path(), map_location="cpu", weights_only=True)
+                net.load_state_dict({k: v for k, v in state.items() if k in net.state_dict()})
+            # Trainable units from input to output: stem + 7 stages (+ head).
+            stages, start = [[net._conv_stem, net._bn0]], 0
+            for repeats, *_ in LITE0_STAGES:
+                stages.append(list(net._blocks[start:start + repeats]))
+                start += repeats
+            if config.feature_layer == "head":
+                stages.append([net._conv_head, net._bn1])
+            self.backbone = net
+        else:
+            import torchvision
+
+            builder = getattr(torchvision.models, config.backbone)
+            weights = None
+            if load_weights and config.pretrained == "imagenet":
+                weights = "IMAGENET1K_V1"  # downloaded by torchvision: the user asked for it
+            net = builder(weights=weights)
+            del net.fc, net.avgpool
+            stages = [[net.conv1, net.bn1], [net.layer1], [net.layer2], [net.layer3], [net.layer4]]
+            self.backbone = net
+        if load_weights and config.pretrained not in ("imagenet", "none"):
+            state = torch.load(config.pretrained, map_location="cpu", weights_only=True)
+            own = self.backbone.state_dict()
+            self.backbone.load_state_dict({k: v for k, v in state.items() if k in own}, strict=True)
+        self.stages = stages
+        self.set_finetune(config.finetune_blocks)
+
+    def set_finetune(self, num_blocks: int) -> None:
+        """Freeze everything, then unfreeze the last `num_blocks` stages."""
+        for p in self.backbone.parameters():
+            p.requires_grad_(False)
+        for stage in self.stages[len(self.stages) - num_blocks:] if num_blocks else []:
+            for module in stage:
+                for p in module.parameters():
+                    p.requires_grad_(True)
+        self.frozen = num_blocks == 0
+
+    def train(self, mode: bool = True) -> "Encoder":
+        # A frozen encoder keeps its BatchNorm statistics: always eval mode.
+        return super().train(mode and not self.frozen)
+
+    def feature_map(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, S, S) -> (B, E, h, w), the backbone's stride-32 map."""
+        net = self.backbone
+        if isinstance(net, EfficientNetLite0):
+            x = net.forward_blocks(images)
+            if self.feature_layer == "head":
+                x = F.relu6(net._bn1(net._conv_head(x)))
+            return x
+        x = net.maxpool(net.relu(net.bn1(net.conv1(images))))
+        return net.layer4(net.layer3(net.layer2(net.layer1(x))))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        fmap = self.feature_map(images)  # (B, E, h, w)
+        if fmap.shape[-2:] != (self.grid, self.grid):
+            fmap = F.adaptive_avg_pool2d(fmap, self.grid)  # (B, E, G, G)
+        return fmap.flatten(2).transpose(1, 2)  # (B, P, E)

@@ -1,0 +1,36 @@
+"""The captioning model: Encoder (image -> regions) + Decoder (regions -> words)."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .config import ModelConfig
+from .decoder import Decoder, DecoderOutput
+from .encoder import Encoder, encoder_dim
+
+
+class CaptionModel(nn.Module):
+    def __init__(self, *, config: ModelConfig, vocab_size: int, load_weights: bool = True) -> None:
+        """`load_weights=False` skips pretrained backbone weights (a checkpoint supplies them)."""
+        super().__init__()
+        self.config = config
+        self.encoder = Encoder(config=config, load_weights=load_weights)
+        self.decoder = Decoder(vocab_size=vocab_size, encoder_dim=encoder_dim(config),
+                               embed_dim=config.embed_dim, attention_dim=config.attention_dim,
+                               hidden_dim=config.hidden_dim, dropout=config.dropout,
+                               scorer=config.scorer)
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, S, S) -> (B, P, E)."""
+        return self.encoder(images)
+
+    def forward(self, images: torch.Tensor, captions: torch.Tensor) -> DecoderOutput:
+        """Teacher-forced logits (B, T, V) and alphas (B, T, P) for captions (B, T+1)."""
+        return self.decoder(self.encode(images), captions)
+
+    def decoder_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.decoder.parameters() if p.requires_grad]
+
+    def encoder_parameters(self) -> list[nn.Parameter]:
+        """The trainable (fine-tuned) encoder parameters; empty when frozen."""
+        return [p for p in self.encoder.parameters() if p.requires_grad]

@@ -1,0 +1,120 @@
+"""Decoding: greedy and beam search, batched over images and beams.
+
+Both call `Decoder.step`. Beam search keeps K hypotheses per image in one (B*K) batch. A
+hypothesis that emits <end> stays in its slot and is extended only by <pad> at zero cost, so
+finished and live hypotheses compete for the K slots by score and no Python loop over images
+or beams is needed. With K = 1 this is exactly greedy decoding.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .decoder import Decoder
+
+
+@dataclass(frozen=True)
+class Hypothesis:
+    tokens: list[int]  # word ids, without <start> and <end>
+    score: float  # sum of log-probabilities of the words and <end>
+    alphas: torch.Tensor  # (len(tokens), P): one attention map per word
+
+
+def _trim(tokens: torch.Tensor, alphas: torch.Tensor, score: float, end_id: int) -> Hypothesis:
+    """tokens (T,) alphas (T, P) -> a hypothesis cut at its first <end>."""
+    ids = tokens.tolist()
+    n = ids.index(end_id) if end_id in ids else len(ids)
+    return Hypothesis(ids[:n], score, alphas[:n].clone())
+
+
+def _never_generate(logp: torch.Tensor, *ids: int) -> torch.Tensor:
+    """<start> and <pad> are never words; scores stay the model's log-probabilities."""
+    logp = logp.clone()
+    logp[:, list(ids)] = float("-inf")
+    return logp
+
+
+@torch.no_grad()
+def greedy_search(decoder: Decoder, features: torch.Tensor, *, start_id: int, end_id: int,
+                  pad_id: int, max_len: int = 50) -> list[Hypothesis]:
+    """features (B, P, E) -> one hypothesis per image, taking the argmax word at each step."""
+    B = features.size(0)
+    keys = decoder.prepare(features)
+    state = decoder.init_state(features)
+    tokens = torch.full((B,), start_id, dtype=torch.long, device=features.device)
+    finished = torch.zeros(B, dtype=torch.bool, device=features.device)
+    scores = features.new_zeros(B, dtype=torch.float32)
+    out_tokens, out_alphas = [], []
+    for _ in range(max_len):
+        out = decoder.step(tokens, state, features, keys)
+        logp = _never_generate(out.logits.float().log_softmax(dim=1), start_id, pad_id)  # (B, V)
+        best, tokens = logp.max(dim=1)  # (B,), (B,)
+        scores += torch.where(finished, torch.zeros_like(best), best)
+        finished = finished | (tokens == end_id)
+        out_tokens.append(tokens)
+        out_alphas.append(out.alpha.float())
+        state = out.state
+        if bool(finished.all()):
+            break
+    toks = torch.stack(out_tokens, dim=1).cpu()  # (B, T)
+    alps = torch.stack(out_alphas, dim=1).cpu()  # (B, T, P)
+    return [_trim(toks[b], alps[b], float(scores[b]), end_id) for b in range(B)]
+
+
+@torch.no_grad()
+def beam_search(decoder: Decoder, features: torch.Tensor, *, start_id: int, end_id: int,
+                pad_id: int, beam_size: int = 3, max_len: int = 50, length_penalty: float = 0.0,
+                n_best: int = 1) -> list[list[Hypothesis]]:
+    """features (B, P, E) -> for each image, its n_best hypotheses, best first.
+
+    The final ranking divides each score by len**length_penalty (len counts <end>); 0 ranks
+    by the raw log-probability, as the paper's implementation does.
+    """
+    if not 1 <= n_best <= beam_size:
+        raise ValueError(f"n_best must be in 1..beam_size, got {n_best}")
+    B, P, _ = features.shape
+    K = beam_size
+    device = features.device
+    keys = decoder.prepare(features)
+    state = decoder.init_state(features)
+    # Every image's K beams are rows b*K .. b*K+K-1 of one batch.
+    feats = features.repeat_interleave(K, dim=0)  # (B*K, P, E)
+    keys = keys.repeat_interleave(K, dim=0)  # (B*K, P, A)
+    state = type(state)(*(s.repeat_interleave(K, dim=0) for s in state))  # (B*K, H) each
+    tokens = torch.full((B * K,), start_id, dtype=torch.long, device=device)
+    scores = torch.full((B, K), float("-inf"), device=device)
+    scores[:, 0] = 0.0  # all beams start identical: expand only the first
+    finished = torch.zeros(B * K, dtype=torch.bool, device=device)
+    lengths = torch.zeros(B * K, dtype=torch.long, device=device)
+    hist_tokens = torch.empty(B * K, 0, dtype=torch.long, device=device)
+    hist_alphas = torch.empty(B * K, 0, P, device=device)
+    base = (torch.arange(B, device=device) * K).unsqueeze(1)  # (B, 1) first row of each image
+    for _ in range(max_len):
+        out = decoder.step(tokens, state, feats, keys)
+        logp = _never_generate(out.logits.float().log_softmax(dim=1), start_id, pad_id)  # (B*K, V)
+        V = logp.size(1)
+        # A finished hypothesis can only continue with <pad>, at no cost.
+        done_row = torch.full_like(logp[0], float("-inf"))
+        done_row[pad_id] = 0.0
+        logp = torch.where(finished.unsqueeze(1), done_row, logp)
+        cand = (scores.view(B * K, 1) + logp).view(B, K * V)  # (B, K*V)
+        scores, flat = cand.topk(K, dim=1)  # (B, K)
+        origin = (base + flat // V).view(B * K)  # (B*K,) row each new beam extends
+        tokens = (flat % V).view(B * K)  # (B*K,)
+        was_finished = finished[origin]
+        lengths = lengths[origin] + (~was_finished).long()
+        finished = was_finished | (tokens == end_id)
+        hist_tokens = torch.cat([hist_tokens[origin], tokens.unsqueeze(1)], dim=1)  # (B*K, t)
+        step_alpha = out.alpha.float()[origin].unsqueeze(1)  # (B*K, 1, P)
+        hist_alphas = torch.cat([hist_alphas[origin], step_alpha], dim=1)  # (B*K, t, P)
+        state = type(out.state)(*(s[origin] for s in out.state))
+        if bool(finished.all()):
+            break
+    ranked = scores / lengths.view(B, K).clamp_min(1).float() ** length_penalty  # (B, K)
+    order = ranked.argsort(dim=1, descending=True, stable=True)[:, :n_best]  # (B, n_best)
+    toks, alps, raw = hist_tokens.cpu(), hist_alphas.cpu(), scores.cpu()
+    results = []
+    for b, row in enumerate(order.cpu().tolist()):
+        results.append([_trim(toks[b * K + k], alps[b * K + k], float(raw[b, k]), end_id) for k in row])
+    return results

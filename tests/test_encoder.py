@@ -1,0 +1,68 @@
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from captioner.config import ModelConfig
+from captioner.efficientnet_lite import EfficientNetLite0, load_lite0_imagenet
+from captioner.encoder import Encoder, encoder_dim, preprocess_for
+
+ESPRESSO = 967  # ImageNet class index
+
+
+def test_lite0_port_classifies_coffee_as_espresso():
+    skdata = pytest.importorskip("skimage.data")
+    net = load_lite0_imagenet(EfficientNetLite0()).eval()
+    pre = preprocess_for(ModelConfig(image_size=224))
+    x = pre(Image.fromarray(skdata.coffee())).unsqueeze(0)  # (1, 3, 224, 224)
+    with torch.no_grad():
+        probs = net(x).softmax(dim=1)[0]
+    assert int(probs.argmax()) == ESPRESSO
+    assert float(probs[ESPRESSO]) > 0.85
+
+
+def test_lite_preprocessing_matches_tf_scaling():
+    pre = preprocess_for(ModelConfig(image_size=8))
+    img = Image.fromarray(np.full((8, 8, 3), 200, dtype=np.uint8))
+    assert torch.allclose(pre(img), torch.full((3, 8, 8), (200 - 127) / 128), atol=1e-5)
+
+
+def test_whole_image_is_resized_not_cropped():
+    """A red strip at the far left edge must survive preprocessing (a centre crop drops it)."""
+    arr = np.zeros((100, 300, 3), dtype=np.uint8)
+    arr[:, :20, 0] = 255
+    x = preprocess_for(ModelConfig(image_size=60))(Image.fromarray(arr))
+    assert x.shape == (3, 60, 60)
+    assert float(x[0, :, 0].mean()) > float(x[0, :, 30].mean()) + 1.0
+
+
+@pytest.mark.parametrize("layer", ["blocks", "head"])
+def test_lite0_grid_shapes(layer):
+    cfg = ModelConfig(image_size=64, grid=3, feature_layer=layer, pretrained="none")
+    enc = Encoder(config=cfg).eval()
+    with torch.no_grad():
+        out = enc(torch.randn(2, 3, 64, 64))
+    assert out.shape == (2, 9, encoder_dim(cfg))
+    # 448 px gives the stride-32 14x14 map directly, with no pooling.
+    with torch.no_grad():
+        fmap = enc.feature_map(torch.randn(1, 3, 448, 448))
+    assert fmap.shape[-2:] == (14, 14)
+
+
+def test_resnet_without_download_and_finetune_groups():
+    cfg = ModelConfig(backbone="resnet50", pretrained="none", image_size=64, grid=2, finetune_blocks=1)
+    enc = Encoder(config=cfg)
+    with torch.no_grad():
+        out = enc.eval()(torch.randn(1, 3, 64, 64))
+    assert out.shape == (1, 4, 2048)
+    trainable = {n.split(".")[1] for n, p in enc.named_parameters() if p.requires_grad}
+    assert trainable == {"layer4"}
+    enc.train()
+    assert enc.training  # fine-tuned encoders do train
+
+
+def test_frozen_encoder_stays_in_eval_mode():
+    enc = Encoder(config=ModelConfig(image_size=64, grid=2, pretrained="none"))
+    assert not any(p.requires_grad for p in enc.parameters())
+    enc.train()
+    assert not enc.training and not enc.backbone._bn0.training
