@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 from .checkpoint import CheckpointError, LoadedModel, load_model
-from .config import Config
+from .config import Config, ConfigError
 from .encoder import Preprocess, preprocess_for
 from .image import load_image
 from .model import CaptionModel
@@ -38,7 +38,13 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     """None or "auto": CUDA when available, else CPU."""
     if device is None or str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ConfigError(f"--device {device!r}: not a device (use cpu, cuda, cuda:N or auto)") from None
+    if dev.type == "cuda" and (not torch.cuda.is_available() or (dev.index or 0) >= torch.cuda.device_count()):
+        raise ConfigError(f"--device {device!r}: no such CUDA device on this machine")
+    return dev
 
 
 class Captioner:

@@ -9,6 +9,7 @@ package rebuilds it exactly; everything else is stored.
 from __future__ import annotations
 
 import os
+import pickle
 import tempfile
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -79,7 +80,11 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # torch raises many types for a damaged or foreign file
-        raise CheckpointError(f"{path}: not a readable checkpoint ({type(err).__name__}: {err})") from None
+        if isinstance(err, pickle.UnpicklingError):
+            reason = "not a checkpoint file, or it holds Python objects that a safe weights_only load refuses"
+        else:
+            reason = (str(err).strip().splitlines() or [""])[0]
+        raise CheckpointError(f"{path}: not a readable checkpoint ({type(err).__name__}: {reason})") from None
     if not isinstance(ckpt, dict) or any(k not in ckpt for k in REQUIRED_KEYS):
         missing = [k for k in REQUIRED_KEYS if not isinstance(ckpt, dict) or k not in ckpt]
         raise CheckpointError(f"{path}: not a captioner checkpoint (missing keys: {', '.join(missing)})")
@@ -110,3 +115,11 @@ def build_model(ckpt: dict[str, Any], source: str = "checkpoint") -> LoadedModel
 def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> LoadedModel:
     """One loader for everyone: the CLI, the API, evaluation and resume."""
     return build_model(load_checkpoint(path, map_location), str(path))
+
+
+def export_checkpoint(src: str | Path, dst: str | Path, *, half: bool = False) -> Path:
+    """A release copy of a training checkpoint: weights, config and vocab, no optimiser state."""
+    loaded = load_model(src)
+    info = {k: loaded.checkpoint[k] for k in ("best_score", "metric") if k in loaded.checkpoint}
+    return save_checkpoint(dst, model=loaded.model, config=loaded.config, vocab=loaded.vocab,
+                           epoch=loaded.checkpoint["epoch"], step=loaded.checkpoint["step"], half=half, **info)

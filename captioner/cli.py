@@ -63,7 +63,7 @@ def cmd_caption(args: argparse.Namespace) -> int:
         from .overlay import write_overlays
         overlay_dir.mkdir(parents=True, exist_ok=True)
     failed = len(errors)
-    stems: dict[str, int] = {}
+    used_stems: set[str] = set()
     for start in range(0, len(paths), args.batch_size):
         chunk, images, tensors = [], [], []
         for path in paths[start:start + args.batch_size]:
@@ -88,11 +88,14 @@ def cmd_caption(args: argparse.Namespace) -> int:
                                              for a in result.alphas]}), flush=True)
             else:
                 print(f"{path}\t{result.text}", flush=True)
-            if overlay_dir and result.tokens:
-                stem = path.stem
-                stems[stem] = stems.get(stem, 0) + 1
-                if stems[stem] > 1:  # two inputs with one name: keep both
-                    stem = f"{stem}-{stems[stem]}"
+            if overlay_dir and not result.tokens:
+                print(f"{path}: empty caption, no overlay written", file=sys.stderr)
+            elif overlay_dir:
+                stem, n = path.stem, 1
+                while stem in used_stems:  # two inputs with one name: keep both
+                    n += 1
+                    stem = f"{path.stem}-{n}"
+                used_stems.add(stem)
                 write_overlays(overlay_dir, stem, image, result.tokens, result.alphas,
                                png=True, gif=args.gif, html=args.html, caption=result.text)
     return EXIT_PARTIAL if failed else EXIT_OK
@@ -136,7 +139,161 @@ def _add_scenes(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_scenes, positive=("num_images", "size"))
 
 
-COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_caption, _add_scenes]
+# --------------------------------------------------------------------------- train
+def _train_config(args: argparse.Namespace):
+    from .config import load_config
+
+    overrides = list(args.set or [])
+    for flag, key in (("data", "data.data"), ("images", "data.images"), ("val_data", "data.val_data"),
+                      ("epochs", "train.epochs"), ("batch_size", "train.batch_size"),
+                      ("save_every", "train.save_every"), ("device", "train.device")):
+        value = getattr(args, flag, None)
+        if value is not None:
+            overrides.append(f"{key}={json.dumps(value)}")
+    return load_config(args.config, overrides)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .training import train
+
+    config = _train_config(args)
+    summary = train(config, args.out, resume=args.resume)
+    print(json.dumps({"out": str(summary.out_dir), "epochs": summary.epochs_completed, "steps": summary.steps,
+                      "best_" + config.train.metric: summary.best_score, "best_epoch": summary.best_epoch,
+                      "stopped_early": summary.stopped_early, "skipped_images": summary.skipped_images}))
+    return EXIT_OK
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a captioner (COCO or Karpathy-split data)",
+                       description="Train with real-decoding validation, crash-safe checkpoints and resume. "
+                                   "Without --config the embedded default model's settings are used.")
+    p.add_argument("--data", help="COCO captions json or Karpathy split json (default: from the config)")
+    p.add_argument("--images", help="image root (default: the data file's directory)")
+    p.add_argument("--val-data", help="separate validation annotations, e.g. captions_val2014.json")
+    p.add_argument("--out", required=True, help="output directory for last.pt, best.pt, metrics.jsonl")
+    p.add_argument("--config", help="TOML config (see configs/)")
+    p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override a config field")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--save-every", type=int, metavar="STEPS", help="write last.pt every STEPS steps")
+    p.add_argument("--device", help="cpu, cuda or auto")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    p.set_defaults(func=cmd_train)
+
+
+def cmd_cache_features(args: argparse.Namespace) -> int:
+    from .training import cache_features
+
+    config = _train_config(args)
+    for name, status, path in cache_features(config):
+        print(json.dumps({"split": name, "status": status, "cache": str(path)}))
+    return EXIT_OK
+
+
+def _add_cache_features(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("cache-features", help="precompute the frozen encoder's region grids",
+                       description="Compute each image's G x G grid once into a memory-mapped fp16 cache "
+                                   "next to the data file; `train` then reads it.")
+    p.add_argument("--data")
+    p.add_argument("--images")
+    p.add_argument("--val-data")
+    p.add_argument("--config")
+    p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE")
+    p.add_argument("--device")
+    p.set_defaults(func=cmd_cache_features)
+
+
+# --------------------------------------------------------------------------- evaluate / score
+def _print_scores(scores: dict, warnings: list[str], table: str | None, show_table: bool) -> None:
+    for w in warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    if table and show_table:
+        print(table, file=sys.stderr)
+    print(json.dumps(scores), flush=True)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .api import load_captioner
+    from .evaluation import evaluate
+
+    cap = load_captioner(args.checkpoint, device=args.device)
+    report = evaluate(cap, args.data, args.images, split=args.split, beam_size=args.beam_size,
+                      max_len=args.max_len, batch_size=args.batch_size, num_workers=args.workers,
+                      grounding=args.grounding, results_path=args.results,
+                      java=False if args.no_java else None)
+    table = "\n".join(f"{k:>24}  {v:.4f}" if isinstance(v, float) else f"{k:>24}  {v}"
+                      for k, v in report.scores.items() if not isinstance(v, dict))
+    _print_scores(report.scores, report.warnings, table, not args.quiet)
+    return EXIT_OK
+
+
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="caption a split and score it (BLEU, METEOR, ROUGE-L, CIDEr-D)",
+                       description="Caption a split with beam search, write a COCO results file and print "
+                                   "the metrics as JSON on the last stdout line.")
+    p.add_argument("--data", required=True, help="Karpathy split json or COCO captions json")
+    p.add_argument("--images", help="image root (default: the data file's directory)")
+    p.add_argument("--split", default="test", choices=["train", "val", "test", "restval"],
+                   help="Karpathy split (ignored for COCO captions files, which have none)")
+    p.add_argument("--checkpoint", help="default: the embedded model")
+    p.add_argument("--beam-size", type=int, default=3)
+    p.add_argument("--max-len", type=int, default=50)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--workers", type=int, default=0, help="DataLoader workers for image loading")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--results", help="write the COCO results file here")
+    p.add_argument("--grounding", metavar="INSTANCES.json",
+                   help="COCO instances file: report the attention pointing game (and object F1 for scenes)")
+    p.add_argument("--no-java", action="store_true", help="Python PTB tokenizer, no METEOR")
+    p.add_argument("--quiet", action="store_true", help="no table on stderr")
+    p.set_defaults(func=cmd_evaluate, positive=("beam_size", "max_len", "batch_size"))
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from .metrics import format_table, load_references, load_results, score_captions
+
+    refs = load_references(args.references, args.split)
+    results = load_results(args.results)
+    report = score_captions(refs, results, java=False if args.no_java else None)
+    scores = dict(report.scores) | {"images": report.num_images, "tokenizer": report.tokenizer}
+    if report.unavailable:
+        scores["unavailable"] = report.unavailable
+    _print_scores(scores, report.warnings, format_table(report), not args.quiet)
+    return EXIT_OK
+
+
+def _add_score(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("score", help="score any system's COCO results file against references",
+                       description="Score [{image_id, caption}] results with the COCO caption toolkit's "
+                                   "metrics; the JSON is the last stdout line, a table goes to stderr.")
+    p.add_argument("--references", required=True, help="COCO captions json or Karpathy json")
+    p.add_argument("--results", required=True, help='COCO results file: [{"image_id": ..., "caption": ...}]')
+    p.add_argument("--split", default=None, help="Karpathy split to use (e.g. test)")
+    p.add_argument("--no-java", action="store_true", help="Python PTB tokenizer, no METEOR")
+    p.add_argument("--quiet", action="store_true", help="no table on stderr")
+    p.set_defaults(func=cmd_score)
+
+
+# --------------------------------------------------------------------------- export
+def cmd_export(args: argparse.Namespace) -> int:
+    from .checkpoint import export_checkpoint
+
+    path = export_checkpoint(args.src, args.dst, half=args.half)
+    print(json.dumps({"checkpoint": str(path), "bytes": path.stat().st_size}))
+    return EXIT_OK
+
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="strip a training checkpoint down to a release model",
+                       description="Copy weights, config and vocabulary (no optimiser state).")
+    p.add_argument("src")
+    p.add_argument("dst")
+    p.add_argument("--half", action="store_true", help="store weights as fp16 (they load back as fp32)")
+    p.set_defaults(func=cmd_export)
+
+
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_caption, _add_train, _add_cache_features, _add_evaluate, _add_score, _add_scenes, _add_export]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -155,7 +312,8 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     from .image import ImageLoadError
 
     errors: list[type[BaseException]] = [CheckpointError, ConfigError, ImageLoadError, FileNotFoundError]
-    for module, name in (("datasets", "AnnotationError"), ("metrics", "MetricsInputError")):
+    for module, name in (("datasets", "AnnotationError"), ("metrics", "MetricsInputError"),
+                         ("grounding", "GroundingInputError")):
         try:
             errors.append(getattr(__import__(f"captioner.{module}", fromlist=[name]), name))
         except (ImportError, AttributeError):

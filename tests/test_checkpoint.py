@@ -82,3 +82,17 @@ def test_mismatched_weights_are_refused(tmp_path):
     torch.save(raw, path)
     with pytest.raises(CheckpointError):
         load_model(path)
+
+
+def test_export_strips_training_state(tmp_path):
+    from captioner.cli import main
+
+    cfg = _config()
+    model = CaptionModel(config=cfg.model, vocab_size=len(VOCAB))
+    src = save_checkpoint(tmp_path / "last.pt", model=model, config=cfg, vocab=VOCAB, epoch=5, step=9,
+                          optimizer={"state": {}}, best_score=0.7, metric="CIDEr-D")
+    assert main(["export", str(src), str(tmp_path / "release.pt"), "--half"]) == 0
+    raw = torch.load(tmp_path / "release.pt", weights_only=True)
+    assert "optimizer" not in raw and raw["best_score"] == 0.7 and raw["epoch"] == 5
+    assert raw["model"]["decoder.L_o.weight"].dtype == torch.float16
+    assert load_model(tmp_path / "release.pt").vocab == VOCAB

@@ -38,3 +38,17 @@ def test_override_errors():
         load_config(None, ["train.epoch=3"])
     with pytest.raises(ConfigError, match="section.key=value"):
         load_config(None, ["epochs"])
+
+
+def test_shipped_configs_load():
+    from pathlib import Path
+
+    configs = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.toml"))
+    assert {p.name for p in configs} >= {"coco_resnet101.toml", "flickr8k.toml", "scenes.toml"}
+    for path in configs:
+        cfg = load_config(path)
+        assert cfg.model.grid == 14 and cfg.data.data
+    coco = load_config(configs[0])
+    assert (coco.model.backbone, coco.model.hidden_dim, coco.model.dropout) == ("resnet101", 512, 0.5)
+    assert (coco.train.decoder_lr, coco.train.encoder_lr, coco.train.grad_clip, coco.train.alpha_c,
+            coco.train.batch_size) == (4e-4, 1e-4, 5.0, 1.0, 32)

@@ -1,0 +1,101 @@
+"""`captioner evaluate`: caption a split, write the COCO results file, score it.
+
+Captions are decoded for real (batched beam search) and scored in one call over the whole
+split, because CIDEr-D's idf depends on the set. With `--grounding INSTANCES.json` it also
+measures whether the model looks at what it names (pointing game), and for the synthetic
+scenes whether it names the right "<color> <shape>" objects.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from .api import Caption, Captioner
+from .datasets import AnnotationError, EvalDataset, ImageSource, collate_eval, detect_format, load_records, select_split
+from .grounding import COCO_SYNONYMS, GroundingResult, load_instances, pointing_game, scene_word_to_category, summarize_grounding
+from .mentions import load_scene_objects, mention_scores
+from .metrics import score_captions
+
+
+@dataclass
+class EvalReport:
+    scores: dict[str, Any]
+    captions: dict[int, Caption]
+    warnings: list[str] = field(default_factory=list)
+
+
+def caption_records(cap: Captioner, records, *, beam_size: int, max_len: int, batch_size: int,
+                    num_workers: int = 0, progress: bool = True) -> tuple[dict[int, Caption], list[str]]:
+    """Caption every record's image in batches; unreadable images are skipped and listed."""
+    source = ImageSource.from_records(records, cap.preprocess)
+    loader = DataLoader(EvalDataset(records, source), batch_size=batch_size, num_workers=num_workers,
+                        collate_fn=collate_eval)
+    out: dict[int, Caption] = {}
+    skipped: list[str] = []
+    with tqdm(total=len(records), desc="captioning", unit="img", disable=None if progress else True,
+              file=sys.stderr) as bar:
+        for batch in loader:
+            skipped += batch.skipped
+            if len(batch.index):
+                results = cap.caption_tensors(batch.images, beam_size=beam_size, max_len=max_len)
+                for i, result in zip(batch.index.tolist(), results):
+                    out[records[i].image_id] = result
+            bar.update(len(batch.index) + len(batch.skipped))
+    return out, skipped
+
+
+def evaluate(cap: Captioner, data: str | os.PathLike, images: str | os.PathLike | None = None, *,
+             split: str = "test", beam_size: int = 3, max_len: int = 50, batch_size: int = 16,
+             num_workers: int = 0, grounding: str | os.PathLike | None = None,
+             results_path: str | os.PathLike | None = None, java: bool | None = None) -> EvalReport:
+    warnings: list[str] = []
+    fmt = detect_format(data)
+    records = load_records(data, images)
+    if fmt == "karpathy":
+        records = select_split(records, split)
+        if not records:
+            raise AnnotationError(f"{data}: no images in split {split!r}")
+    else:
+        warnings.append(f"{data} is a {fmt} file without splits: evaluating all {len(records)} images")
+    records = [r for r in records if r.captions]
+    captions, skipped = caption_records(cap, records, beam_size=beam_size, max_len=max_len,
+                                        batch_size=batch_size, num_workers=num_workers)
+    if skipped:
+        warnings.append(f"{len(skipped)} of {len(records)} images could not be read and are not scored "
+                        f"(e.g. {skipped[0]})")
+    if not captions:
+        raise AnnotationError(f"{data}: none of the {len(records)} images could be captioned")
+    if results_path:
+        Path(results_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(results_path).write_text(json.dumps(
+            [{"image_id": i, "caption": c.text} for i, c in sorted(captions.items())], indent=1))
+    refs = {r.image_id: list(r.captions) for r in records if r.image_id in captions}
+    report = score_captions(refs, {i: c.text for i, c in captions.items()}, java=java)
+    warnings += report.warnings
+    scores: dict[str, Any] = dict(report.scores)
+    scores["images"] = len(captions)
+    scores["tokenizer"] = report.tokenizer
+    if report.unavailable:
+        scores["unavailable"] = report.unavailable
+    if grounding:
+        boxes, sizes = load_instances(grounding)
+        objects = load_scene_objects(grounding)
+        words = scene_word_to_category() if objects is not None else COCO_SYNONYMS
+        missing = [i for i in captions if i not in boxes]
+        if missing:
+            warnings.append(f"{len(missing)} captioned images have no entry in {grounding}; "
+                            f"grounding covers the other {len(captions) - len(missing)}")
+        result = GroundingResult.merge(
+            pointing_game(c.tokens, c.alphas, boxes[i], sizes[i], words) for i, c in captions.items() if i in boxes)
+        scores.update(summarize_grounding(result))
+        if objects is not None:
+            scores.update(mention_scores({i: c.tokens for i, c in captions.items()}, objects).summary())
+    return EvalReport(scores, captions, warnings)

@@ -1,0 +1,200 @@
+"""Training end to end on generated scenes: checkpoints, resume after kill -9, cache, DDP."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from captioner.checkpoint import load_checkpoint, load_model
+from captioner.cli import main
+from captioner.config import load_config
+from captioner.scenes import generate_scenes
+from captioner.training import train
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["model.image_size=64", "model.grid=2", "model.embed_dim=16", "model.attention_dim=16",
+        "model.hidden_dim=32", "data.min_word_freq=1", "train.log_every=1", "train.val_beam_size=2",
+        "train.val_max_len=12", "train.decoder_lr=3e-3"]
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("scenes")
+    generate_scenes(out, 24, seed=5, size=64)
+    return out
+
+
+def _config(data: Path, *extra: str):
+    return load_config(None, [f"data.data={json.dumps(str(data))}", *TINY, *extra])
+
+
+def _val_epochs(out: Path) -> list[int]:
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return [r["epoch"] for r in lines if r["type"] == "val"]
+
+
+def test_tiny_training_run_writes_checkpoints_and_logs(scenes, tmp_path, capsys):
+    code = main(["train", "--data", str(scenes / "dataset.json"), "--out", str(tmp_path / "run"),
+                 "--epochs", "2", "--batch-size", "8", *[a for kv in TINY for a in ("--set", kv)]])
+    assert code == 0
+    err = capsys.readouterr().err
+    assert "Karpathy 'val' split" in err and "feature cache (train): built" in err
+    run = tmp_path / "run"
+    assert _val_epochs(run) == [1, 2]
+    records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    val = [r for r in records if r["type"] == "val"][-1]
+    assert 0.0 <= val["BLEU-4"] <= 1.0 and val["CIDEr-D"] >= 0.0 and val["val_images"] > 0
+    assert any(r["type"] == "train" and r["captions_per_s"] > 0 for r in records)
+    last = torch.load(run / "last.pt", weights_only=True)
+    assert last["epoch"] == 2 and last["step"] > 0 and isinstance(last["vocab"], list)
+    assert set(last) >= {"model", "config", "vocab", "epoch", "step", "optimizer", "scheduler", "rng"}
+    best = load_model(run / "best.pt")
+    assert best.config.model.grid == 2
+
+
+def test_held_out_fraction_when_no_val_split(scenes, tmp_path, capsys):
+    cfg = _config(scenes / "captions.json", "train.epochs=1", "train.batch_size=8", "data.val_fraction=0.1")
+    summary = train(cfg, tmp_path / "run")
+    assert summary.epochs_completed == 1
+    err = capsys.readouterr().err
+    assert "no validation split" in err and "held out" in err
+
+
+def test_resume_after_kill_matches_an_uninterrupted_run(scenes, tmp_path):
+    args = [sys.executable, "-m", "captioner.cli", "train", "--data", str(scenes / "dataset.json"),
+            "--epochs", "3", "--batch-size", "4", "--save-every", "1",
+            *[a for kv in TINY for a in ("--set", kv)]]
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(args + ["--out", str(killed)], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    try:
+        while time.time() < deadline:  # kill -9 in the middle of epoch 2
+            if (killed / "last.pt").exists():
+                try:
+                    ckpt = load_checkpoint(killed / "last.pt")
+                except Exception:
+                    ckpt = None
+                if ckpt and ckpt["epoch"] == 1 and ckpt["train_state"]["batch_in_epoch"] >= 3:
+                    break
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    before = load_checkpoint(killed / "last.pt")
+    assert before["epoch"] == 1 and before["train_state"]["batch_in_epoch"] > 0
+    resumed = subprocess.run(args + ["--out", str(killed), "--resume"], cwd=ROOT, capture_output=True,
+                             text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resumed from" in resumed.stderr and "of epoch 2" in resumed.stderr
+    assert _val_epochs(killed) == [1, 2, 3]  # finished epochs are not redone
+    after = load_checkpoint(killed / "last.pt")
+    assert after["epoch"] == 3
+    # RNG, optimiser and data order restored: the same weights as a run never interrupted.
+    clean = tmp_path / "clean"
+    subprocess.run(args + ["--out", str(clean)], cwd=ROOT, check=True, capture_output=True, timeout=300)
+    ref = load_checkpoint(clean / "last.pt")
+    assert after["step"] == ref["step"]
+    for k, v in ref["model"].items():
+        assert torch.allclose(after["model"][k], v, atol=1e-6), k
+
+
+def test_resume_refuses_a_different_model_or_vocabulary(scenes, tmp_path, capsys):
+    out = tmp_path / "run"
+    train(_config(scenes / "dataset.json", "train.epochs=1", "train.batch_size=8"), out)
+    code = main(["train", "--data", str(scenes / "dataset.json"), "--out", str(out), "--resume",
+                 *[a for kv in TINY for a in ("--set", kv)], "--set", "model.hidden_dim=48"])
+    assert code == 2
+    assert "cannot resume, the model config differs (hidden_dim: 32 -> 48)" in capsys.readouterr().err
+    code = main(["train", "--data", str(scenes / "dataset.json"), "--out", str(out), "--resume",
+                 *[a for kv in TINY for a in ("--set", kv)], "--set", "data.min_word_freq=40"])
+    assert code == 2
+    assert "vocabulary differs" in capsys.readouterr().err
+    code = main(["train", "--data", str(scenes / "dataset.json"), "--out", str(tmp_path / "empty"), "--resume"])
+    assert code == 2 and "nothing to resume" in capsys.readouterr().err
+
+
+def test_config_errors_exit_2_with_the_key(scenes, tmp_path, capsys):
+    code = main(["train", "--data", str(scenes / "dataset.json"), "--out", str(tmp_path), "--set", "train.lr=1"])
+    assert code == 2 and "unknown key train.lr" in capsys.readouterr().err
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[model]\ngrid = 'big'\n")
+    code = main(["train", "--config", str(bad), "--out", str(tmp_path)])
+    assert code == 2 and "bad.toml: model.grid must be int" in capsys.readouterr().err
+    code = main(["train", "--out", str(tmp_path), "--set", "data.data=''"])
+    assert code == 2 and "no training data" in capsys.readouterr().err
+
+
+def test_cache_is_hit_then_rebuilt_when_stale_or_corrupt(scenes, tmp_path, capsys):
+    cfg = _config(scenes / "dataset.json", "train.epochs=0")
+    from captioner.training import cache_features
+
+    first = {name: status for name, status, _ in cache_features(cfg)}
+    second = {name: (status, path) for name, status, path in cache_features(cfg)}
+    assert second["train"][0] == "hit" and second["val"][0] == "hit"
+    data_path = second["train"][1]
+    with open(data_path, "r+b") as f:  # truncate: corrupt
+        f.truncate(os.path.getsize(data_path) - 10)
+    third = {name: status for name, status, _ in cache_features(cfg)}
+    assert third["train"].startswith("built (corrupt") and third["val"] == "hit"
+    image = sorted((scenes / "images").iterdir())[0]
+    os.utime(image, ns=(time.time_ns(), time.time_ns() + 10**9))  # touched: stale
+    statuses = [status for _, status, _ in cache_features(cfg)]
+    assert any(s.startswith("built (stale") for s in statuses)
+    assert first  # the very first call built both
+    # Another encoder gets its own cache instead of reusing these grids.
+    other = {name: status for name, status, _ in cache_features(_config(scenes / "dataset.json", "model.grid=1"))}
+    assert other["train"].startswith("built (missing")
+
+
+@pytest.mark.parametrize("cached", [True, False])
+def test_corrupt_training_image_is_skipped_and_counted(tmp_path, capsys, cached):
+    data = tmp_path / "scenes"
+    generate_scenes(data, 16, seed=9, size=64)
+    meta = json.loads((data / "dataset.json").read_text())
+    victim = next(im for im in meta["images"] if im["split"] == "train")
+    (data / "images" / victim["filename"]).write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    extra = [] if cached else ["train.feature_cache=false"]
+    summary = train(_config(data / "dataset.json", "train.epochs=1", "train.batch_size=4", *extra), tmp_path / "run")
+    assert summary.skipped_images >= 1 and summary.epochs_completed == 1
+    assert "unreadable" in capsys.readouterr().err
+
+
+def test_mostly_missing_images_fail_early(tmp_path, capsys):
+    data = tmp_path / "scenes"
+    generate_scenes(data, 8, seed=2, size=64)
+    for p in list((data / "images").iterdir())[:7]:
+        p.unlink()
+    code = main(["train", "--data", str(data / "dataset.json"), "--out", str(tmp_path / "run"),
+                 *[a for kv in TINY for a in ("--set", kv)]])
+    err = capsys.readouterr().err
+    assert code == 2 and "missing" in err and "Traceback" not in err
+
+
+def test_ddp_two_processes_on_cpu(scenes, tmp_path):
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29531",
+         str(ROOT / "train.py"), "--data", str(scenes / "dataset.json"), "--out", str(out),
+         "--epochs", "2", "--batch-size", "4", *[a for kv in TINY for a in ("--set", kv)]],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stderr.count("epoch 2: BLEU-4") == 1  # only rank 0 logs
+    ckpt = load_checkpoint(out / "last.pt")
+    assert ckpt["epoch"] == 2
+    val = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if '"val"' in x]
+    n_val = sum(1 for im in json.loads((scenes / "dataset.json").read_text())["images"] if im["split"] == "val")
+    assert [v["val_images"] for v in val] == [n_val, n_val]  # gathered from both ranks
+    # Each rank saw half of every epoch: steps per epoch are half of a single process's.
+    single = train(_config(scenes / "dataset.json", "train.epochs=1", "train.batch_size=4"), tmp_path / "single")
+    assert ckpt["step"] == 2 * ((single.steps + 1) // 2)
