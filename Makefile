@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: demo test bench venv browser default-model clean
+.PHONY: demo test bench venv browser default-model model-card clean
 
 venv: $(STAMP)
 
@@ -33,11 +33,18 @@ test: venv browser
 bench: venv
 	$(PY) bench/run.py
 
-# Rebuild the embedded default model from scratch (see README, "The default model").
+# Rebuild the embedded default model from scratch (README, "The default model").
 default-model: venv
-	$(VENV)/bin/captioner scenes --out datasets/scenes-train --num-images 4000 --seed 1
+	$(VENV)/bin/captioner scenes --out datasets/scenes-train --num-images 2500 --seed 1
 	$(VENV)/bin/captioner train --config configs/scenes.toml --out runs/scenes
 	$(VENV)/bin/captioner export runs/scenes/best.pt captioner/assets/default.pt --half
+
+# The model card's numbers: fresh scenes from seeds never used in training.
+model-card: venv
+	$(VENV)/bin/captioner scenes --out datasets/scenes-heldout --num-images 500 --seed 7
+	$(VENV)/bin/captioner scenes --out datasets/scenes-novel --num-images 200 --seed 8 --novel
+	$(VENV)/bin/captioner evaluate --data datasets/scenes-heldout/captions.json --grounding datasets/scenes-heldout/instances.json --results runs/heldout_results.json
+	$(VENV)/bin/captioner evaluate --data datasets/scenes-novel/captions.json --grounding datasets/scenes-novel/instances.json --results runs/novel_results.json
 
 clean:
 	rm -rf out runs .pytest_cache

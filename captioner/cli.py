@@ -228,6 +228,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _add_scoring_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-java", action="store_true", help="Python PTB tokenizer, no METEOR")
+    p.add_argument("--quiet", action="store_true", help="no table on stderr")
+
+
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="caption a split and score it (BLEU, METEOR, ROUGE-L, CIDEr-D)",
                        description="Caption a split with beam search, write a COCO results file and print "
@@ -245,8 +250,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--results", help="write the COCO results file here")
     p.add_argument("--grounding", metavar="INSTANCES.json",
                    help="COCO instances file: report the attention pointing game (and object F1 for scenes)")
-    p.add_argument("--no-java", action="store_true", help="Python PTB tokenizer, no METEOR")
-    p.add_argument("--quiet", action="store_true", help="no table on stderr")
+    _add_scoring_flags(p)
     p.set_defaults(func=cmd_evaluate, positive=("beam_size", "max_len", "batch_size"))
 
 
@@ -270,8 +274,7 @@ def _add_score(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--references", required=True, help="COCO captions json or Karpathy json")
     p.add_argument("--results", required=True, help='COCO results file: [{"image_id": ..., "caption": ...}]')
     p.add_argument("--split", default=None, help="Karpathy split to use (e.g. test)")
-    p.add_argument("--no-java", action="store_true", help="Python PTB tokenizer, no METEOR")
-    p.add_argument("--quiet", action="store_true", help="no table on stderr")
+    _add_scoring_flags(p)
     p.set_defaults(func=cmd_score)
 
 

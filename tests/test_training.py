@@ -198,3 +198,19 @@ def test_ddp_two_processes_on_cpu(scenes, tmp_path):
     # Each rank saw half of every epoch: steps per epoch are half of a single process's.
     single = train(_config(scenes / "dataset.json", "train.epochs=1", "train.batch_size=4"), tmp_path / "single")
     assert ckpt["step"] == 2 * ((single.steps + 1) // 2)
+
+
+def test_bf16_autocast_and_label_smoothing_on_cpu(scenes, tmp_path):
+    cfg = _config(scenes / "dataset.json", "train.epochs=1", "train.batch_size=8", "train.amp='bf16'",
+                  "train.label_smoothing=0.1", "train.feature_cache=false")
+    summary = train(cfg, tmp_path / "run")
+    assert summary.epochs_completed == 1
+    losses = [json.loads(x)["loss"] for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+              if '"train"' in x]
+    assert losses and all(loss == loss and loss > 0 for loss in losses)  # finite, not NaN
+
+
+def test_fp16_needs_cuda(scenes, tmp_path, capsys):
+    code = main(["train", "--data", str(scenes / "dataset.json"), "--out", str(tmp_path), "--device", "cpu",
+                 "--set", "train.amp='fp16'", *[a for kv in TINY for a in ("--set", kv)]])
+    assert code == 2 and "fp16 needs a CUDA device" in capsys.readouterr().err
