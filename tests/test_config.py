@@ -52,3 +52,11 @@ def test_shipped_configs_load():
     assert (coco.model.backbone, coco.model.hidden_dim, coco.model.dropout) == ("resnet101", 512, 0.5)
     assert (coco.train.decoder_lr, coco.train.encoder_lr, coco.train.grad_clip, coco.train.alpha_c,
             coco.train.batch_size) == (4e-4, 1e-4, 5.0, 1.0, 32)
+
+
+def test_no_config_means_the_default_models_settings():
+    from pathlib import Path
+
+    scenes = load_config(Path(__file__).resolve().parents[1] / "configs" / "scenes.toml")
+    defaults = load_config()
+    assert defaults.model == scenes.model and defaults.train == scenes.train
