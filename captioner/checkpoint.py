@@ -44,6 +44,12 @@ def model_state(model: CaptionModel, config: Config) -> tuple[dict[str, torch.Te
     return state, keep_encoder
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def save_checkpoint(path: str | Path, *, model: CaptionModel, config: Config, vocab: Vocab,
                     epoch: int, step: int, half: bool = False, **extra: Any) -> Path:
     """Write atomically: a temp file in the same directory, fsync, then rename over `path`.
@@ -65,6 +71,7 @@ def save_checkpoint(path: str | Path, *, model: CaptionModel, config: Config, vo
             torch.save(ckpt, f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; checkpoints are shared
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -96,3 +96,17 @@ def test_export_strips_training_state(tmp_path):
     assert "optimizer" not in raw and raw["best_score"] == 0.7 and raw["epoch"] == 5
     assert raw["model"]["decoder.L_o.weight"].dtype == torch.float16
     assert load_model(tmp_path / "release.pt").vocab == VOCAB
+
+
+def test_checkpoint_is_readable_by_others(tmp_path):
+    import os
+    import stat
+
+    cfg = _config()
+    model = CaptionModel(config=cfg.model, vocab_size=len(VOCAB))
+    old = os.umask(0o022)
+    try:
+        path = save_checkpoint(tmp_path / "m.pt", model=model, config=cfg, vocab=VOCAB, epoch=0, step=0)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644

@@ -1,0 +1,51 @@
+"""The embedded default model: ships in the package, loads safely, names what it sees."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import captioner
+from captioner.scenes import generate_scenes, parse_mentions
+
+
+@pytest.fixture(scope="module")
+def cap():
+    return captioner.load_captioner(device="cpu")
+
+
+def test_ships_inside_the_package_and_loads_with_weights_only():
+    path = captioner.DEFAULT_CHECKPOINT
+    assert path.is_file() and path.parent.name == "assets"
+    assert path.stat().st_size < 20 * 2**20
+    ckpt = torch.load(path, weights_only=True)
+    assert {"model", "config", "vocab", "epoch", "step"} <= set(ckpt)
+    assert ckpt["config"]["model"]["grid"] == 14 and ckpt["config"]["model"]["backbone"] == "efficientnet_lite0"
+
+
+def test_names_the_objects_of_fresh_scenes(cap, tmp_path):
+    # Seed 99 is never used for training data (training uses seed 1).
+    summary = generate_scenes(tmp_path, 6, seed=99)
+    instances = json.loads(summary.instances_json.read_text())
+    names = {c["id"]: c["name"] for c in instances["categories"]}
+    truth: dict[int, list] = {}
+    for a in instances["annotations"]:
+        truth.setdefault(a["image_id"], []).append((a["color"], names[a["category_id"]]))
+    paths = {im["id"]: summary.out / im["file_name"] for im in instances["images"]}
+    ids = sorted(paths)
+    results = cap.caption([paths[i] for i in ids], beam_size=3)
+    exact = 0
+    for i, result in zip(ids, results):
+        assert result.alphas.shape == (len(result.tokens), 14, 14)
+        assert np.allclose(result.alphas.reshape(len(result.tokens), -1).sum(1), 1.0, atol=1e-4)
+        exact += sorted(parse_mentions(result.tokens)) == sorted(truth[i])
+    assert exact >= 5, [r.text for r in results]
+
+
+def test_real_photo_runs(cap):
+    skdata = pytest.importorskip("skimage.data")
+    [result] = cap.caption([Image.fromarray(skdata.chelsea())])
+    assert result.tokens and result.alphas.shape[1:] == (14, 14)
