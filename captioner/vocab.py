@@ -12,9 +12,8 @@ import os
 import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from functools import lru_cache
 from pathlib import Path
-
-from nltk.tokenize import TreebankWordTokenizer
 
 __all__ = ["SPECIALS", "PAD", "START", "END", "UNK", "Vocab", "tokenize"]
 
@@ -22,7 +21,16 @@ PAD, START, END, UNK = "<pad>", "<start>", "<end>", "<unk>"
 #: Special tokens, always ids 0, 1, 2, 3 in this order.
 SPECIALS: tuple[str, ...] = (PAD, START, END, UNK)
 
-_TREEBANK = TreebankWordTokenizer()  # stateless; Punkt data is not needed (works offline)
+
+@lru_cache(maxsize=1)
+def _treebank():
+    """Imported on first use: `import nltk` costs ~0.8 s (it pulls in scipy), and captioning
+    an image never tokenises text, so the CLI's cold start should not pay for it."""
+    from nltk.tokenize import TreebankWordTokenizer
+
+    return TreebankWordTokenizer()  # stateless; Punkt data is not needed (works offline)
+
+
 # Treebank only splits a full stop at the very end of its input; captions with several
 # sentences ("a dog. it runs") would otherwise keep "dog." as a token.
 _INNER_PERIOD = re.compile(r"\.(?=\s)")
@@ -35,7 +43,7 @@ def tokenize(text: str) -> list[str]:
     tokens containing a letter or digit are kept (so "," and "." go, "'s" and "3" stay).
     """
     text = _INNER_PERIOD.sub(" . ", text.lower())
-    return [t for t in _TREEBANK.tokenize(text) if any(c.isalnum() for c in t)]
+    return [t for t in _treebank().tokenize(text) if any(c.isalnum() for c in t)]
 
 
 class Vocab:
