@@ -6,8 +6,9 @@ Per step t, from the previous word y_{t-1} and state (h_{t-1}, c_{t-1}):
   z_t            = beta_t * ctx_t
   h_t, c_t       = LSTM([E y_{t-1}; z_t], (h_{t-1}, c_{t-1}))
   logits_t       = L_o(dropout(E y_{t-1} + L_h h_t + L_z z_t))   deep output layer (eq. 7)
-h_0 and c_0 come from MLPs on the mean annotation vector. `step` is the one implementation
-of this; teacher forcing (`forward`), greedy decoding and beam search all call it.
+h_0 and c_0 come from MLPs on the mean annotation vector. `step` = `readout(recur(...))` is
+the one implementation of this; teacher forcing (`forward`), greedy decoding and beam search
+all use it.
 """
 from __future__ import annotations
 
@@ -27,6 +28,13 @@ class DecoderState(NamedTuple):
 class StepOutput(NamedTuple):
     logits: torch.Tensor  # (B, V)
     state: DecoderState
+    alpha: torch.Tensor  # (B, P)
+    beta: torch.Tensor  # (B, 1)
+
+
+class Recurrence(NamedTuple):
+    state: DecoderState
+    z: torch.Tensor  # (B, E) gated context
     alpha: torch.Tensor  # (B, P)
     beta: torch.Tensor  # (B, 1)
 
@@ -62,29 +70,44 @@ class Decoder(nn.Module):
         """Per-image attention keys, computed once for all steps."""
         return self.attention.project_keys(features)
 
-    def step(self, tokens: torch.Tensor, state: DecoderState, features: torch.Tensor,
-             keys: torch.Tensor) -> StepOutput:
-        """One word: tokens (B,) previous words -> logits (B, V) for the next word."""
-        emb = self.embedding(tokens)  # (B, D)
+    def recur(self, emb: torch.Tensor, state: DecoderState, features: torch.Tensor,
+              keys: torch.Tensor) -> Recurrence:
+        """Attention, gate and LSTM for one step; emb (B, D) is the previous word's embedding."""
         context, alpha = self.attention(features, keys, state.h)  # (B, E), (B, P)
         beta = torch.sigmoid(self.f_beta(state.h))  # (B, 1)
         z = beta * context  # (B, E)
         h, c = self.lstm(torch.cat([emb, z], dim=1), (state.h, state.c))  # (B, H) each
-        logits = self.L_o(self.dropout(emb + self.L_h(h) + self.L_z(z)))  # (B, V)
-        return StepOutput(logits, DecoderState(h, c), alpha, beta)
+        return Recurrence(DecoderState(h, c), z, alpha, beta)
+
+    def readout(self, emb: torch.Tensor, h: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """Deep output layer: (..., D), (..., H), (..., E) -> logits (..., V)."""
+        return self.L_o(self.dropout(emb + self.L_h(h) + self.L_z(z)))
+
+    def step(self, tokens: torch.Tensor, state: DecoderState, features: torch.Tensor,
+             keys: torch.Tensor) -> StepOutput:
+        """One word: tokens (B,) previous words -> logits (B, V) for the next word."""
+        emb = self.embedding(tokens)  # (B, D)
+        r = self.recur(emb, state, features, keys)
+        return StepOutput(self.readout(emb, r.state.h, r.z), r.state, r.alpha, r.beta)
 
     def forward(self, features: torch.Tensor, captions: torch.Tensor) -> DecoderOutput:
         """Teacher forcing. captions (B, T+1) = <start> w_1 ... <end> <pad>...; no sorting.
 
         Padded positions are computed too and masked out by the loss: sorting the batch by
-        length to save that work is what made the tutorial code return a `sort_ind`.
+        length to save that work is what made the tutorial code return a `sort_ind`. This is
+        `step` unrolled, except that the readout, whose logits never feed back under teacher
+        forcing, runs once on all T steps: one (B*T, D) x (D, V) matmul instead of T small
+        ones (1.28x faster training steps at V = 10,000, bench/results.md).
         """
         keys = self.prepare(features)
         state = self.init_state(features)
-        logits, alphas = [], []
-        for t in range(captions.size(1) - 1):
-            out = self.step(captions[:, t], state, features, keys)
-            state = out.state
-            logits.append(out.logits)
-            alphas.append(out.alpha)
-        return DecoderOutput(torch.stack(logits, dim=1), torch.stack(alphas, dim=1))  # (B, T, V), (B, T, P)
+        emb = self.embedding(captions[:, :-1])  # (B, T, D)
+        hs, zs, alphas = [], [], []
+        for t in range(emb.size(1)):
+            r = self.recur(emb[:, t], state, features, keys)
+            state = r.state
+            hs.append(state.h)
+            zs.append(r.z)
+            alphas.append(r.alpha)
+        logits = self.readout(emb, torch.stack(hs, dim=1), torch.stack(zs, dim=1))  # (B, T, V)
+        return DecoderOutput(logits, torch.stack(alphas, dim=1))  # (B, T, V), (B, T, P)

@@ -2,8 +2,8 @@
 
 With a frozen encoder the CNN gives the same grid for an image every epoch, so re-running it
 for every caption is wasted work (ResNet-101 on every caption is what keeps the popular
-implementation at a few captions/s on a CPU). The grids go into one fp16 file, memory-mapped,
-so memory stays flat however large the dataset is.
+implementation at a few captions/s on a CPU). The grids go into one fp16 file, written through
+a memmap and read row by row, so memory stays flat however large the dataset is.
 
 A cache is named by the encoder (backbone, weights, feature layer, input size, grid) and the
 list of image paths. Its sidecar json records each image's size and mtime; a cache whose
@@ -61,7 +61,12 @@ def _fingerprint(path: Path) -> list:
 
 
 class FeatureCache:
-    """Indexable like the records: cache[i] -> (P, E) float32 tensor, or ImageLoadError."""
+    """Indexable like the records: cache[i] -> (P, E) float32 tensor, or ImageLoadError.
+
+    Rows are read with `pread` rather than through a memmap: pages of a memmap stay mapped
+    into the process once touched, so its resident size grows with every image read (1.58x
+    from 1k to 8k images, bench/results.md), while a read into a fresh buffer keeps it flat.
+    """
 
     def __init__(self, data_path: Path, meta: dict) -> None:
         self.data_path = data_path
@@ -69,23 +74,28 @@ class FeatureCache:
         self.shape = (meta["num_images"], meta["regions"], meta["dim"])
         self.valid = np.asarray(meta["valid"], dtype=bool)
         self.errors: list[str] = meta["errors"]
-        self._mm: np.memmap | None = None  # opened lazily, so DataLoader workers can pickle us
+        self._row_bytes = self.shape[1] * self.shape[2] * 2
+        self._fd: int | None = None  # opened lazily, so DataLoader workers can pickle us
 
     def __getstate__(self) -> dict:
-        return {**self.__dict__, "_mm": None}
+        return {**self.__dict__, "_fd": None}
+
+    def __del__(self) -> None:
+        if getattr(self, "_fd", None) is not None:
+            os.close(self._fd)
 
     def __len__(self) -> int:
         return self.shape[0]
 
-    def _rows(self) -> np.memmap:
-        if self._mm is None:
-            self._mm = np.memmap(self.data_path, dtype=np.float16, mode="r", shape=self.shape)
-        return self._mm
-
     def __getitem__(self, i: int) -> torch.Tensor:
         if not self.valid[i]:
             raise ImageLoadError(self.meta["paths"][i], "unreadable when the feature cache was built")
-        return torch.from_numpy(np.asarray(self._rows()[i], dtype=np.float32))  # (P, E)
+        if self._fd is None:
+            self._fd = os.open(self.data_path, os.O_RDONLY)
+        row = np.empty(self.shape[1:], dtype=np.float16)  # (P, E)
+        if os.preadv(self._fd, [row], i * self._row_bytes) != self._row_bytes:
+            raise ImageLoadError(self.meta["paths"][i], f"short read from feature cache {self.data_path}")
+        return torch.from_numpy(row.astype(np.float32))  # (P, E)
 
 
 def cache_paths(cache_dir: Path, key: CacheKey, records: Sequence[ImageRecord]) -> tuple[Path, Path]:

@@ -1,0 +1,35 @@
+"""The cached training data of the benchmarks: records, vocabulary and a FeatureCache over them.
+
+Parent and worker processes call the same functions with the same arguments and get the same
+cache file (`write_cache` reuses a valid one), so a worker measures reading, never writing.
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from captioner.datasets import CaptionDataset
+from captioner.features import FeatureCache
+from captioner.vocab import SPECIALS, Vocab
+
+from fake_cache import write_cache
+from models import SCENES_WORDS, Sizes, default_config, numbered_vocab, random_records, recipe_config
+
+
+def recipe_data(sizes: Sizes, work: Path, cache_cls: type[FeatureCache] = FeatureCache
+                ) -> tuple[Vocab, CaptionDataset]:
+    """V = sizes.vocab, and a CaptionDataset over a (N, P, 2048) fp16 cache, N = sizes.cache_images."""
+    vocab = numbered_vocab(sizes.vocab)
+    records = random_records(sizes.cache_images, vocab, sizes.words)
+    cache = write_cache(work / "cache-recipe", records, recipe_config(sizes), dim=2048)
+    return vocab, CaptionDataset(records, vocab, cache_cls(cache.data_path, cache.meta), max_len=50)
+
+
+def default_data(sizes: Sizes, n: int, work: Path, cache_cls: type[FeatureCache] = FeatureCache
+                 ) -> tuple[Vocab, CaptionDataset]:
+    """The default model's shapes: the scenes vocabulary and a (n, P, 320) fp16 cache."""
+    vocab = Vocab([*SPECIALS, *SCENES_WORDS])
+    records = random_records(n, vocab, sizes.memory_words)
+    config = dataclasses.replace(default_config().model, grid=sizes.memory_grid)
+    cache = write_cache(work / f"cache-default-{n}", records, config, dim=320)
+    return vocab, CaptionDataset(records, vocab, cache_cls(cache.data_path, cache.meta), max_len=30)

@@ -1,0 +1,185 @@
+"""Decoding throughput (images/s) and its scaling in caption length T and beam size K.
+
+Measured from features: the beam search over the decoder, after the CNN, so the CNN (the same
+cost per image either way) does not hide the difference between batching and not. Batched
+means one `beam_search` call for all images; one-by-one means one call per image, as a
+server answering single requests would run it.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from captioner.decoder import Decoder
+from captioner.search import beam_search
+
+from common import Figure, interleaved, judged, log, median, repeat, run_child, timed, worker_cmd
+from models import DefaultModel, Sizes, recipe_config, without_end
+
+
+def scene_images(work: Path, n: int) -> list[Path]:
+    """n synthetic scenes (the default model's domain), generated once per work directory."""
+    from captioner.scenes import generate_scenes
+
+    out = work / f"scenes-{n}"
+    if not (out / "captions.json").is_file():
+        generate_scenes(out, n, seed=1)
+    return sorted((out / "images").glob("*.png"))[:n]
+
+
+def recipe_decoder(sizes: Sizes) -> Decoder:
+    """The ResNet-101 recipe's decoder (E=2048, 512/512/512, V=sizes.vocab), random weights."""
+    cfg = recipe_config(sizes)
+    torch.manual_seed(0)
+    return Decoder(vocab_size=sizes.vocab, encoder_dim=2048, embed_dim=cfg.embed_dim,
+                   attention_dim=cfg.attention_dim, hidden_dim=cfg.hidden_dim, dropout=cfg.dropout,
+                   scorer=cfg.scorer).eval()
+
+
+def recipe_features(sizes: Sizes, n: int) -> torch.Tensor:
+    """(n, P, 2048) non-negative random features, like a ReLU CNN's."""
+    g = torch.Generator().manual_seed(1)
+    return torch.randn(n, sizes.grid * sizes.grid, 2048, generator=g).abs()
+
+
+def decode(decoder: Decoder, feats: torch.Tensor, beam: int, max_len: int) -> list:
+    # start/end/pad ids are the Vocab's fixed 1/2/0
+    return beam_search(decoder, feats, start_id=1, end_id=2, pad_id=0, beam_size=beam, max_len=max_len)
+
+
+def throughput(name: str, decoder: Decoder, feats: torch.Tensor, sizes: Sizes, max_len: int,
+               note: str) -> tuple[list[Figure], dict[int, float]]:
+    """Batched and one-by-one images/s for each beam size; also the batched medians by K."""
+    N = feats.size(0)
+    figs, batched_s = [], {}
+    for K in sizes.beams:
+        t_batch = median(repeat(lambda: decode(decoder, feats, K, max_len), repeats=sizes.decode_repeats))
+        decode(decoder, feats[:1], K, max_len)  # warm-up of the B=1 shapes
+        t_single = sum(timed(lambda i=i: decode(decoder, feats[i:i + 1], K, max_len)) for i in range(N))
+        steps = np.mean([len(h[0].tokens) + 1 for h in decode(decoder, feats, K, max_len)])
+        batched_s[K] = t_batch
+        figs += [
+            Figure(f"decode.{name}.beam{K}.batched", N / t_batch, "images/s",
+                   note=f"beam search from features (CNN excluded), {N} images per call, "
+                        f"median of {sizes.decode_repeats}; {note}"),
+            Figure(f"decode.{name}.beam{K}.one_by_one", N / t_single, "images/s",
+                   note=f"{N} calls of 1 image; mean caption {steps:.1f} steps"),
+        ]
+        ratio_name = f"decode.{name}.beam{K}.batched_over_one_by_one"
+        figs.append(judged(ratio_name, t_single / t_batch, "x", ">=", 4) if K == 5
+                    else Figure(ratio_name, t_single / t_batch, "x"))
+        log(f"decoding {name} K={K}: batched {N / t_batch:.1f} img/s, one-by-one {N / t_single:.1f} img/s")
+    return figs, batched_s
+
+
+def threads_figure(decoder: Decoder, one: torch.Tensor, max_len: int, repeats: int = 5) -> list[Figure]:
+    """One image, beam 3, at torch's thread count against 1 thread (alternating calls)."""
+    n = torch.get_num_threads()
+    if n == 1:
+        return []
+    times: dict[int, list[float]] = {1: [], n: []}
+    try:
+        for _ in range(repeats + 1):
+            for th in (1, n):
+                torch.set_num_threads(th)
+                times[th].append(timed(lambda: decode(decoder, one, 3, max_len)))
+    finally:
+        torch.set_num_threads(n)
+    t1, tn = median(times[1][1:]), median(times[n][1:])
+    return [Figure("decode.default.one_image_threads_speedup", t1 / tn, "x",
+                   note=f"one image, beam 3: {1000 * t1:.0f} ms with 1 thread, {1000 * tn:.0f} ms with {n}")]
+
+
+def default_features(dm: DefaultModel, sizes: Sizes, work: Path, timing: bool = True):
+    """The default model's decoder and the real encoder grids of generated scenes (and, with
+    `timing`, the encoder's throughput figures: one call against chunks of 4 images)."""
+    from captioner.api import load_captioner
+    from captioner.image import load_image
+
+    cap = load_captioner(dm.checkpoint, device="cpu")
+    paths = scene_images(work, sizes.decode_images)
+    x = torch.stack([cap.preprocess(load_image(p)) for p in paths])  # (N, 3, S, S)
+    if not timing:
+        with torch.inference_mode():
+            return cap.model.decoder, cap.model.encode(x).clone()
+
+    def chunked() -> torch.Tensor:
+        return torch.cat([cap.model.encode(part) for part in x.split(4)])  # (N, P, E)
+
+    with torch.inference_mode():
+        t = interleaved({"one call": lambda: cap.model.encode(x), "chunks of 4": chunked},
+                        rounds=sizes.decode_repeats, warmup=1)
+        feats = cap.model.encode(x)  # (N, P, E)
+        diff = (chunked() - feats).abs().max().item()
+    t_one, t_chunk = median(t["one call"]), median(t["chunks of 4"])
+    figs = [Figure("decode.default.encoder_batched", len(paths) / t_one, "images/s",
+                   note=f"the CNN alone, for scale: EfficientNet-Lite0 at {x.shape[-1]} px, {len(paths)} images per call"),
+            Figure("decode.default.encoder_chunks_of_4", len(paths) / t_chunk, "images/s",
+                   note=f"the same {len(paths)} images, 4 per CNN call (the memory fix); features differ by {diff:.1e}"),
+            Figure("decode.default.encoder_chunked_over_one_call", t_one / t_chunk, "x",
+                   note="> 1: encoding in chunks of 4 is faster")]
+    return cap.model.decoder, feats.clone(), figs
+
+
+def beam_fix_figures(sizes: Sizes, work: Path, beam: int = 5) -> list[Figure]:
+    """K=5 in fresh processes: current search against the shared-features prototype
+    (proto_search.py), with glibc's default allocator behaviour and with freed memory kept."""
+    figs = []
+    for model in ("default", "resnet101") if not sizes.quick else ("resnet101",):
+        res = {m: run_child(worker_cmd("beam-fix", "--model", "recipe" if model == "resnet101" else "default",
+                                       "--malloc", m, "--beam", str(beam), "--work", str(work),
+                                       *(["--quick"] if sizes.quick else []))).last_json()
+               for m in ("default", "keep")}
+        base = res["default"]["current"]
+        for m, search in (("default", "current"), ("default", "shared"), ("keep", "current"), ("keep", "shared")):
+            r = res[m][search]
+            label = {("default", "current"): "fresh_process", ("default", "shared"): "fix_shared_features",
+                     ("keep", "current"): "fix_keep_freed_memory", ("keep", "shared"): "fix_both"}[(m, search)]
+            name = f"decode.{model}.beam{beam}.{label}"
+            figs += [
+                Figure(f"{name}.batched_over_one_by_one", r["one_by_one_s"] / r["batched_s"], "x",
+                       note=f"{res[m]['images']} images; batched {r['batched_s']:.3f} s "
+                            f"({r['faults_per_batched_call']:.0f} page faults/call), one-by-one {r['one_by_one_s']:.3f} s"
+                            + ("" if res[m]["same_captions"] else "; **captions differ**")),
+                Figure(f"{name}.batched_speedup", base["batched_s"] / r["batched_s"], "x",
+                       note="batched time of the current code in a fresh process / this"),
+            ]
+        log(f"decoding fixes {model}: batched / one-by-one " + ", ".join(
+            f"{f.name.split('.')[2]} {f.value:.2f}" for f in figs[-8::2]))
+    return figs
+
+
+def run(sizes: Sizes, dm: DefaultModel, work: Path) -> tuple[list[Figure], list[dict]]:
+    figs: list[Figure] = []
+    # The default model: a trained one stops at <end> (max_len 50, the CLI's default); the
+    # untrained stand-in never emits <end>, so its captions are capped at decode_max_len.
+    decoder, feats, enc_figs = default_features(dm, sizes, work)
+    max_len = 50 if dm.trained else sizes.decode_max_len
+    f, _ = throughput("default", decoder, feats, sizes, max_len,
+                      f"{dm.label}; real grids of generated scenes; max_len {max_len}")
+    figs += enc_figs + f + threads_figure(decoder, feats[:1], max_len)
+
+    # The ResNet-101-sized decoder, <end> disabled so every caption is exactly max_len steps.
+    rdec = without_end(recipe_decoder(sizes), end_id=2)
+    rfeats = recipe_features(sizes, sizes.decode_images)
+    f, batched = throughput("resnet101", rdec, rfeats, sizes, sizes.decode_max_len,
+                            f"E=2048, 512/512/512, V={sizes.vocab}, random weights, <end> disabled, "
+                            f"{sizes.decode_max_len} steps")
+    figs += f
+
+    figs += beam_fix_figures(sizes, work)
+
+    # Scaling: batched seconds against T (at K=3) and K (at T=decode_max_len).
+    rows = []
+    T0, K0 = sizes.decode_max_len, 3 if 3 in sizes.beams else sizes.beams[-1]
+    for T in sizes.scale_lengths:
+        t = batched[K0] if T == T0 else median(repeat(lambda: decode(rdec, rfeats, K0, T), repeats=sizes.decode_repeats))
+        rows.append({"table": "decode_T", "T": T, "K": K0, "seconds": t, "images": rfeats.size(0)})
+        log(f"decoding scaling: T={T} K={K0}: {t:.3f} s")
+    for K in sizes.scale_beams:
+        t = batched[K] if K in batched else median(repeat(lambda: decode(rdec, rfeats, K, T0), repeats=sizes.decode_repeats))
+        rows.append({"table": "decode_K", "T": T0, "K": K, "seconds": t, "images": rfeats.size(0)})
+        log(f"decoding scaling: T={T0} K={K}: {t:.3f} s")
+    return figs, rows

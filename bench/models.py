@@ -1,0 +1,146 @@
+"""The models and data the benchmarks run on, at full size or the tiny `--quick` size.
+
+- the popular recipe's model: ResNet-101 (random weights) at 448 px, 14 x 14 grid, 512/512/512,
+  vocabulary 10,000;
+- the embedded default model (`captioner.DEFAULT_CHECKPOINT`), or, while it does not exist
+  yet, an untrained model of the same configuration with the scenes' 39-word vocabulary;
+- random captions of a fixed number of words (random ids are what the issue allows).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from captioner.config import Config, ModelConfig, load_config
+from captioner.datasets import ImageRecord
+from captioner.vocab import SPECIALS, Vocab
+
+from common import REPO
+
+# The vocabulary `Vocab.build` gives the scenes dataset (min frequency 5): the stand-in's.
+SCENES_WORDS = ("a", "and", "small", "large", "square", "circle", "star", "triangle", "cross",
+                "orange", "purple", "blue", "an", "yellow", "green", "red", "with", "image", "of",
+                "is", "to", "scene", "shows", "this", "there", "picture", "left", "background",
+                "on", "plain", "right", "from", "the", "above", "below")
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """Everything that differs between the full suite and `--quick`."""
+
+    quick: bool
+    image_size: int = 448
+    grid: int = 14
+    vocab: int = 10_000
+    batch: int = 32
+    words: int = 20  # caption words; +<start>/<end> gives words + 1 decoder steps
+    train_rounds: int = 3  # timed rounds of (a)/(c), after one warm-up round ...
+    train_budget_s: float = 400  # ... fewer (not below 2) when a round would overrun this
+    cached_per_round: int = 3  # (b) steps per round (it is ~10x faster than (a))
+    cache_images: int = 256
+    decode_images: int = 32
+    decode_max_len: int = 20
+    beams: tuple[int, ...] = (1, 3, 5)
+    decode_repeats: int = 3
+    cold_repeats: int = 3
+    memory_images: tuple[int, ...] = (1000, 2000, 4000, 8000)
+    memory_grid: int = 14  # (196, 320) rows, like the default model
+    memory_words: int = 10  # the scenes' captions are ~10 words
+    memory_batch: int = 64  # the default model's training batch (configs/scenes.toml)
+    scale_lengths: tuple[int, ...] = (10, 20, 40)
+    scale_beams: tuple[int, ...] = (1, 3, 5, 8)
+    scale_batches: tuple[int, ...] = (8, 16, 32, 64)
+    scale_steps: int = 2
+    profile_rounds: int = 3
+
+    @classmethod
+    def full(cls) -> "Sizes":
+        return cls(quick=False)
+
+    @classmethod
+    def tiny(cls) -> "Sizes":
+        return cls(quick=True, image_size=64, grid=2, vocab=200, batch=4, words=5, train_rounds=1,
+                   cached_per_round=1, cache_images=16, decode_images=3, decode_max_len=4,
+                   decode_repeats=1, cold_repeats=1, memory_images=(64, 128), memory_grid=2,
+                   memory_words=5, memory_batch=8, scale_lengths=(2, 4), scale_beams=(1, 2),
+                   scale_batches=(2, 4), scale_steps=1, profile_rounds=1)
+
+
+def recipe_config(sizes: Sizes, finetune_blocks: int = 0) -> ModelConfig:
+    """The popular recipe: ResNet-101, random weights, 512/512/512, dropout 0.5."""
+    return ModelConfig(backbone="resnet101", pretrained="none", image_size=sizes.image_size,
+                       grid=sizes.grid, finetune_blocks=finetune_blocks, embed_dim=512,
+                       attention_dim=512, hidden_dim=512, dropout=0.5)
+
+
+def numbered_vocab(size: int) -> Vocab:
+    """SPECIALS + w4 .. w{size-1}: a vocabulary of exactly `size` ids."""
+    return Vocab([*SPECIALS, *(f"w{i}" for i in range(len(SPECIALS), size))])
+
+
+def random_records(n: int, vocab: Vocab, words: int, seed: int = 0) -> list[ImageRecord]:
+    """n records, one caption of `words` random (non-special) words each; the paths do not exist."""
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(len(SPECIALS), len(vocab), size=(n, words))
+    names = vocab.to_list()
+    records = []
+    for i in range(n):
+        toks = tuple(names[j] for j in ids[i])
+        records.append(ImageRecord(image_id=i, path=Path(f"/nonexistent/bench/img_{i:06d}.png"),
+                                   split="train", captions=(" ".join(toks),), tokens=(toks,)))
+    return records
+
+
+def default_config() -> Config:
+    return load_config(REPO / "configs" / "scenes.toml")
+
+
+@dataclass(frozen=True)
+class DefaultModel:
+    """The checkpoint the CLI and API load, and how to label figures measured on it."""
+
+    checkpoint: Path
+    trained: bool
+
+    @property
+    def label(self) -> str:
+        return "default model" if self.trained else "untrained stand-in for the default model (default.pt absent)"
+
+
+def default_model(work: Path, sizes: Sizes) -> DefaultModel:
+    """captioner/assets/default.pt, or a stand-in written to `work` the way `export --half` writes it.
+
+    The stand-in has the scenes config and vocabulary, and its <end> logit is pushed down, so an
+    untrained model does not stop after a word or two: its captions always run to max_len.
+    """
+    import captioner
+    from captioner.checkpoint import save_checkpoint
+    from captioner.model import CaptionModel
+
+    if captioner.DEFAULT_CHECKPOINT.is_file():
+        return DefaultModel(captioner.DEFAULT_CHECKPOINT, True)
+    path = work / "standin-default.pt"
+    if not path.is_file():
+        config = default_config()
+        vocab = Vocab([*SPECIALS, *SCENES_WORDS])
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            model = CaptionModel(config=config.model, vocab_size=len(vocab))
+        with torch.no_grad():
+            model.decoder.L_o.bias[vocab.end_id] = -20.0
+        save_checkpoint(path, model=model, config=config, vocab=vocab, epoch=0, step=0, half=True)
+    return DefaultModel(path, False)
+
+
+def without_end(decoder: torch.nn.Module, end_id: int) -> torch.nn.Module:
+    """A copy of a decoder that never emits <end>, so every caption runs to max_len."""
+    import copy
+
+    dec = copy.deepcopy(decoder)
+    with torch.no_grad():
+        dec.L_o.bias[end_id] = -1e4
+    return dec
+

@@ -1,0 +1,118 @@
+"""bench/results.md: the figures table, the machine line, the scaling tables and the profiles."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+from common import Figure
+
+
+def _num(x: float) -> str:
+    if isinstance(x, int) or float(x).is_integer() and abs(x) >= 100:
+        return f"{x:,.0f}"
+    ax = abs(x)
+    return f"{x:.3g}" if ax < 10 else f"{x:.1f}" if ax < 100 else f"{x:,.0f}"
+
+
+def _pass(f: Figure) -> str:
+    return "" if f.passed is None else ("pass" if f.passed else "**fail**")
+
+
+def figures_table(figs: Sequence[Figure]) -> list[str]:
+    lines = ["| Figure | Value | Unit | Target | Pass | Notes |", "|---|--:|---|---|---|---|"]
+    for f in figs:
+        lines.append(f"| {f.name} | {_num(f.value)} | {f.unit} | {f.target or ''} | {_pass(f)} | {f.note} |")
+    return lines
+
+
+def marginal(rows: list[dict], key: str) -> list[str]:
+    """Seconds per added unit of `key` between consecutive rows: constant when cost is linear."""
+    out = []
+    for a, b in zip(rows, rows[1:]):
+        out.append(f"{key} {a[key]}→{b[key]}: {1000 * (b['seconds'] - a['seconds']) / (b[key] - a[key]):.0f} ms")
+    return out
+
+
+def scaling_section(rows: list[dict]) -> list[str]:
+    dec_T = [r for r in rows if r.get("table") == "decode_T"]
+    dec_K = [r for r in rows if r.get("table") == "decode_K"]
+    train_B = [r for r in rows if r.get("table") == "train_batch"]
+    lines = ["## Scaling", ""]
+    if dec_T:
+        base = dec_T[0]
+        lines += [f"Batched beam search over the ResNet-101-sized decoder ({base['images']} images, <end> disabled, so exactly "
+                  f"T steps), against caption length T at K={base['K']}:", "",
+                  "| T | seconds | ÷ first row | T ÷ first T |", "|--:|--:|--:|--:|"]
+        lines += [f"| {r['T']} | {r['seconds']:.3f} | {r['seconds'] / base['seconds']:.2f} | "
+                  f"{r['T'] / base['T']:.2f} |" for r in dec_T]
+        lines += ["", "Marginal cost per step: " + "; ".join(marginal(dec_T, "T")) + ".", ""]
+    if dec_K:
+        base = dec_K[0]
+        lines += [f"Against beam size K at T={base['T']}:", "",
+                  "| K | seconds | ÷ first row | K ÷ first K |", "|--:|--:|--:|--:|"]
+        lines += [f"| {r['K']} | {r['seconds']:.3f} | {r['seconds'] / base['seconds']:.2f} | "
+                  f"{r['K'] / base['K']:.2f} |" for r in dec_K]
+        lines += ["", "Marginal cost per beam: " + "; ".join(marginal(dec_K, "K")) + ".", ""]
+    if train_B:
+        base = train_B[0]
+        lines += ["Cached-decoder training step (b) against batch size (ResNet-101-sized decoder, V=10,000, "
+                  "fp32, real cache input path):", "",
+                  "| batch | s/step | ms/caption | step ÷ first row | B ÷ first B |", "|--:|--:|--:|--:|--:|"]
+        lines += [f"| {r['batch']} | {r['s_per_step']:.3f} | {r['ms_per_caption']:.1f} | "
+                  f"{r['s_per_step'] / base['s_per_step']:.2f} | {r['batch'] / base['batch']:.2f} |" for r in train_B]
+        lines.append("")
+    return lines
+
+
+def memory_section(rows: list[dict]) -> list[str]:
+    mem = [r for r in rows if r.get("table") == "memory"]
+    if not mem:
+        return []
+    lines = ["## Memory of cached training as the dataset grows", "",
+             f"One epoch of the default model's decoder trained from an (N, {mem[0]['P']}, 320) fp16 cache, in a fresh "
+             "process each; RSS split measured at the end of the epoch.", "",
+             "| images | cache reader | peak RSS MB | anon MB | file-backed MB | epoch s |",
+             "|--:|---|--:|--:|--:|--:|"]
+    lines += [f"| {r['images']} | {r['reader']} | {r['peak_rss_mb']:.0f} | {r['RssAnon']:.0f} | "
+              f"{r['RssFile']:.0f} | {r['seconds']:.1f} |" for r in mem]
+    return lines + [""]
+
+
+def ops_table(title: str, ops: list[dict], phases: dict[str, float] | None = None) -> list[str]:
+    lines = [f"### {title}", ""]
+    if phases:
+        lines += ["Phases (CPU time, profiler on): " + ", ".join(f"{k} {v:.2f} s" for k, v in phases.items()), ""]
+    lines += ["| op | self CPU s | share | calls |", "|---|--:|--:|--:|"]
+    lines += [f"| `{o['op']}` | {o['self_s']:.3f} | {100 * o['share']:.0f}% | {o['calls']} |" for o in ops]
+    return lines + [""]
+
+
+def startup_section(info: dict) -> list[str]:
+    if not info:
+        return []
+    lines = ["## Cold start", "", f"Command: `{info['command']}`.", "",
+             "Phases in a fresh process (one image):", "", "| phase | s |", "|---|--:|"]
+    lines += [f"| {k} | {v:.2f} |" for k, v in info["phases"].items()]
+    lines += ["", "Import time of the command by top-level package (`python -X importtime`, self time summed):", "",
+              "| package | s |", "|---|--:|"]
+    lines += [f"| `{r['module']}` | {r['self_s']:.2f} |" for r in info["imports"]]
+    return lines + [""]
+
+
+def write_results(path: Path, *, figs: Sequence[Figure], rows: list[dict], machine: str, date: str,
+                  command: str, seconds: dict[str, float], profiles: dict, startup: dict, quick: bool) -> None:
+    total = sum(seconds.values())
+    lines = ["# Benchmarks", "",
+             f"Measured {date} with `{command}`{' (QUICK MODE: tiny sizes, not representative)' if quick else ''}; "
+             f"the suite took {total / 60:.1f} min.", "",
+             f"Machine: {machine}.", "",
+             "Speed claims are ratios of medians measured in this one run (the machine is shared and noisy).", "",
+             *figures_table(figs), "", *scaling_section(rows), *memory_section(rows)]
+    if profiles:
+        lines += ["## Profiles (torch.profiler)", "",
+                  *ops_table("Cached-decoder training step (b), fp32", profiles["train_ops"], profiles["train_phases"]),
+                  *ops_table("Batched beam search, K=5", profiles["beam_ops"])]
+    lines += startup_section(startup)
+    lines += ["## Time per section", "", "| section | s |", "|---|--:|"]
+    lines += [f"| {k} | {v:.0f} |" for k, v in seconds.items()]
+    path.write_text("\n".join(lines) + "\n")
