@@ -37,7 +37,7 @@ def _never_generate(logp: torch.Tensor, *ids: int) -> torch.Tensor:
 
 @torch.no_grad()
 def greedy_search(decoder: Decoder, features: torch.Tensor, *, start_id: int, end_id: int,
-                  pad_id: int, max_len: int = 50) -> list[Hypothesis]:
+                  pad_id: int, max_len: int = 50, min_len: int = 1) -> list[Hypothesis]:
     """features (B, P, E) -> one hypothesis per image, taking the argmax word at each step."""
     B = features.size(0)
     keys = decoder.prepare(features)
@@ -46,9 +46,10 @@ def greedy_search(decoder: Decoder, features: torch.Tensor, *, start_id: int, en
     finished = torch.zeros(B, dtype=torch.bool, device=features.device)
     scores = features.new_zeros(B, dtype=torch.float32)
     out_tokens, out_alphas = [], []
-    for _ in range(max_len):
+    for t in range(max_len):
         out = decoder.step(tokens, state, features, keys)
-        logp = _never_generate(out.logits.float().log_softmax(dim=1), start_id, pad_id)  # (B, V)
+        banned = (start_id, pad_id, end_id) if t < min_len else (start_id, pad_id)
+        logp = _never_generate(out.logits.float().log_softmax(dim=1), *banned)  # (B, V)
         best, tokens = logp.max(dim=1)  # (B,), (B,)
         scores += torch.where(finished, torch.zeros_like(best), best)
         finished = finished | (tokens == end_id)
@@ -64,9 +65,12 @@ def greedy_search(decoder: Decoder, features: torch.Tensor, *, start_id: int, en
 
 @torch.no_grad()
 def beam_search(decoder: Decoder, features: torch.Tensor, *, start_id: int, end_id: int,
-                pad_id: int, beam_size: int = 3, max_len: int = 50, length_penalty: float = 0.0,
-                n_best: int = 1) -> list[list[Hypothesis]]:
+                pad_id: int, beam_size: int = 3, max_len: int = 50, min_len: int = 1,
+                length_penalty: float = 0.0, n_best: int = 1) -> list[list[Hypothesis]]:
     """features (B, P, E) -> for each image, its n_best hypotheses, best first.
+
+    <end> is not allowed before `min_len` words (default 1: a caption is never empty, which
+    matters for off-domain images, where <end> can be the most likely first token).
 
     The final ranking divides each score by len**length_penalty (len counts <end>); 0 ranks
     by the raw log-probability, as the paper's implementation does.
@@ -78,9 +82,8 @@ def beam_search(decoder: Decoder, features: torch.Tensor, *, start_id: int, end_
     device = features.device
     keys = decoder.prepare(features)
     state = decoder.init_state(features)
-    # Every image's K beams are rows b*K .. b*K+K-1 of one batch.
-    feats = features.repeat_interleave(K, dim=0)  # (B*K, P, E)
-    keys = keys.repeat_interleave(K, dim=0)  # (B*K, P, A)
+    # Every image's K beams are rows b*K .. b*K+K-1 of one batch; they share the image's
+    # features and keys (the attention groups them), so those are not copied K times.
     state = type(state)(*(s.repeat_interleave(K, dim=0) for s in state))  # (B*K, H) each
     tokens = torch.full((B * K,), start_id, dtype=torch.long, device=device)
     scores = torch.full((B, K), float("-inf"), device=device)
@@ -90,9 +93,10 @@ def beam_search(decoder: Decoder, features: torch.Tensor, *, start_id: int, end_
     hist_tokens = torch.empty(B * K, 0, dtype=torch.long, device=device)
     hist_alphas = torch.empty(B * K, 0, P, device=device)
     base = (torch.arange(B, device=device) * K).unsqueeze(1)  # (B, 1) first row of each image
-    for _ in range(max_len):
-        out = decoder.step(tokens, state, feats, keys)
-        logp = _never_generate(out.logits.float().log_softmax(dim=1), start_id, pad_id)  # (B*K, V)
+    for t in range(max_len):
+        out = decoder.step(tokens, state, features, keys)
+        banned = (start_id, pad_id, end_id) if t < min_len else (start_id, pad_id)
+        logp = _never_generate(out.logits.float().log_softmax(dim=1), *banned)  # (B*K, V)
         V = logp.size(1)
         # A finished hypothesis can only continue with <pad>, at no cost.
         done_row = torch.full_like(logp[0], float("-inf"))

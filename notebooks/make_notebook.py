@@ -140,7 +140,7 @@ with torch.inference_mode():
     state = decoder.init_state(features)  # h_0, c_0 from the mean annotation vector
     inputs = [vocab.start_id, *greedy.tokens]  # word t is predicted from word t - 1
     for t, word in enumerate(tokens):
-        scores = attention.scores(features, keys, state.h)  # (1, P): e_i from h_{t-1}
+        scores = attention.scores(features, keys, state.h)[:, 0]  # (1, 1, P) -> (1, P): e_i from h_{t-1}
         out = decoder.step(torch.tensor([inputs[t]]), state, features, keys)
         context = out.alpha @ features[0]  # (1, P) @ (P, E) -> (1, E): sum_i alpha_i a_i
         steps.append({"word": word, "e": scores[0], "alpha": out.alpha[0], "context": context[0],
@@ -260,7 +260,7 @@ print(f"A = d_k = {A}, sqrt(d_k) = {math.sqrt(A):.1f}\n")
 print(f"{'scorer':<24}{'std of e':>10}{'entropy':>10}{'max alpha':>11}")
 with torch.inference_mode():
     for label, att in scorers.items():
-        e = att.scores(features, att.project_keys(features), h)[0]  # (P,)
+        e = att.scores(features, att.project_keys(features), h)[0, 0]  # (1, 1, P) -> (P,)
         alpha = e.softmax(dim=0)  # (P,)
         entropy = float(-(alpha * alpha.clamp_min(1e-12).log()).sum())
         maps[label] = alpha.numpy().reshape(G, G)

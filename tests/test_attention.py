@@ -46,3 +46,15 @@ def test_scaled_dot_is_dot_over_sqrt_dk():
 def test_unknown_scorer():
     with pytest.raises(ValueError, match="unknown scorer"):
         Attention(scorer="cosine", encoder_dim=8, hidden_dim=7, attention_dim=5)
+
+
+@pytest.mark.parametrize("scorer", SCORERS)
+def test_k_queries_per_image_equal_k_copies_of_the_image(scorer):
+    """Beam search's grouped attention (K beams share an image) is the plain one on copies."""
+    att = Attention(scorer=scorer, encoder_dim=8, hidden_dim=7, attention_dim=5)
+    feats, hidden = torch.randn(2, 9, 8), torch.randn(2 * 3, 7)  # B=2 images, K=3 beams each
+    grouped = att(feats, att.project_keys(feats), hidden)
+    copies = feats.repeat_interleave(3, dim=0)  # (B*K, P, E)
+    plain = att(copies, att.project_keys(copies), hidden)
+    assert torch.allclose(grouped.context, plain.context, atol=1e-6)
+    assert torch.allclose(grouped.alpha, plain.alpha, atol=1e-6)

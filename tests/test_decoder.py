@@ -150,3 +150,17 @@ def test_tiny_model_overfits_one_batch():
     # And it now decodes its training captions.
     hyps = greedy_search(dec.eval(), feats, start_id=START, end_id=END, pad_id=PAD, max_len=8)
     assert [h.tokens for h in hyps] == [[5, 6], [7, 8, 9, 10], [4]]
+
+
+def test_min_len_forbids_an_empty_caption():
+    dec = tiny_decoder().eval()
+    with torch.no_grad():
+        dec.L_o.bias[END] = 50.0  # <end> is by far the most likely first token
+    feats = torch.randn(2, 16, 8)
+    for min_len in (1, 3):
+        greedy = greedy_search(dec, feats, start_id=START, end_id=END, pad_id=PAD, max_len=8, min_len=min_len)
+        beam = beam_search(dec, feats, start_id=START, end_id=END, pad_id=PAD, beam_size=3, max_len=8,
+                           min_len=min_len)
+        assert [len(h.tokens) for h in greedy] == [min_len, min_len]
+        assert [len(b[0].tokens) for b in beam] == [min_len, min_len]
+    assert greedy_search(dec, feats, start_id=START, end_id=END, pad_id=PAD, max_len=8, min_len=0)[0].tokens == []

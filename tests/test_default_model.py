@@ -9,7 +9,8 @@ import torch
 from PIL import Image
 
 import captioner
-from captioner.scenes import generate_scenes, parse_mentions
+from captioner.mentions import mention_scores
+from captioner.scenes import generate_scenes
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +29,7 @@ def test_ships_inside_the_package_and_loads_with_weights_only():
 
 def test_names_the_objects_of_fresh_scenes(cap, tmp_path):
     # Seed 99 is never used for training data (training uses seed 1).
-    summary = generate_scenes(tmp_path, 6, seed=99)
+    summary = generate_scenes(tmp_path, 40, seed=99)
     instances = json.loads(summary.instances_json.read_text())
     names = {c["id"]: c["name"] for c in instances["categories"]}
     truth: dict[int, list] = {}
@@ -37,12 +38,13 @@ def test_names_the_objects_of_fresh_scenes(cap, tmp_path):
     paths = {im["id"]: summary.out / im["file_name"] for im in instances["images"]}
     ids = sorted(paths)
     results = cap.caption([paths[i] for i in ids], beam_size=3)
-    exact = 0
-    for i, result in zip(ids, results):
+    for result in results:
         assert result.alphas.shape == (len(result.tokens), 14, 14)
         assert np.allclose(result.alphas.reshape(len(result.tokens), -1).sum(1), 1.0, atol=1e-4)
-        exact += sorted(parse_mentions(result.tokens)) == sorted(truth[i])
-    assert exact >= 5, [r.text for r in results]
+    scores = mention_scores({i: r.tokens for i, r in zip(ids, results)}, truth)
+    # Held out, the model reaches object F1 0.92 and exact-set accuracy 0.86 (README model
+    # card); these bounds leave room for a sample of 40 scenes, and an untrained model gets ~0.
+    assert scores.f1 >= 0.85 and scores.exact_set_accuracy >= 0.75, [r.text for r in results]
 
 
 def test_real_photo_runs(cap):
