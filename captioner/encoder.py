@@ -112,15 +112,21 @@ class Encoder(nn.Module):
         """Freeze everything, then unfreeze the last `num_blocks` stages."""
         for p in self.backbone.parameters():
             p.requires_grad_(False)
-        for stage in self.stages[len(self.stages) - num_blocks:] if num_blocks else []:
+        split = len(self.stages) - num_blocks
+        for stage in self.stages[split:] if num_blocks else []:
             for module in stage:
                 for p in module.parameters():
                     p.requires_grad_(True)
         self.frozen = num_blocks == 0
+        self.frozen_modules = [m for stage in self.stages[:split] for m in stage]
 
     def train(self, mode: bool = True) -> "Encoder":
-        # A frozen encoder keeps its BatchNorm statistics: always eval mode.
-        return super().train(mode and not self.frozen)
+        # Frozen stages keep their BatchNorm statistics: they stay in eval mode, and a wholly
+        # frozen encoder is always in eval mode.
+        super().train(mode and not self.frozen)
+        for module in self.frozen_modules:
+            module.eval()
+        return self
 
     def feature_map(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, S, S) -> (B, E, h, w), the backbone's stride-32 map."""

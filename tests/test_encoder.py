@@ -58,7 +58,8 @@ def test_resnet_without_download_and_finetune_groups():
     trainable = {n.split(".")[1] for n, p in enc.named_parameters() if p.requires_grad}
     assert trainable == {"layer4"}
     enc.train()
-    assert enc.training  # fine-tuned encoders do train
+    assert enc.training and enc.backbone.layer4.training  # fine-tuned stages do train
+    assert not enc.backbone.layer1.training and not enc.backbone.bn1.training  # frozen ones keep BN stats
 
 
 def test_frozen_encoder_stays_in_eval_mode():
