@@ -107,7 +107,8 @@ def keep_freed_memory() -> bool:
 
 
 def cmd_beam_fix(args: argparse.Namespace) -> dict:
-    """Batched and one-by-one beam search, current and shared-features prototype, one allocator."""
+    """Batched and one-by-one beam search with one allocator setting (the shared-features
+    prototype that used to be compared here is now `captioner.search.beam_search` itself)."""
     kept = keep_freed_memory() if args.malloc == "keep" else False
     import resource
 
@@ -116,7 +117,6 @@ def cmd_beam_fix(args: argparse.Namespace) -> dict:
     from common import median, repeat, timed
     from decode_speed import default_features, recipe_decoder, recipe_features
     from models import Sizes, default_model, without_end
-    from proto_search import beam_search_shared
 
     sizes = Sizes.tiny() if args.quick else Sizes.full()
     if args.model == "default":
@@ -129,7 +129,7 @@ def cmd_beam_fix(args: argparse.Namespace) -> dict:
     kw = dict(start_id=1, end_id=2, pad_id=0, beam_size=args.beam, max_len=max_len)
     out: dict = {"malloc_kept": kept}
     same = True
-    for name, search in (("current", beam_search), ("shared", beam_search_shared)):
+    for name, search in (("current", beam_search),):
         faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         t_batch = median(repeat(lambda: search(decoder, feats, **kw), repeats=sizes.decode_repeats))
         faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults) / (sizes.decode_repeats + 1)
