@@ -33,26 +33,26 @@ def marginal(rows: list[dict], key: str) -> list[str]:
     return out
 
 
+def sweep_table(rows: list[dict], key: str, unit: str, title: str) -> list[str]:
+    """Seconds against one swept quantity, each relative to the first row, plus marginal costs."""
+    base = rows[0]
+    lines = [title, "", f"| {key} | seconds | ÷ first row | {key} ÷ first {key} |", "|--:|--:|--:|--:|"]
+    lines += [f"| {r[key]} | {r['seconds']:.3f} | {r['seconds'] / base['seconds']:.2f} | "
+              f"{r[key] / base[key]:.2f} |" for r in rows]
+    return lines + ["", f"Marginal cost per {unit}: " + "; ".join(marginal(rows, key)) + ".", ""]
+
+
 def scaling_section(rows: list[dict]) -> list[str]:
     dec_T = [r for r in rows if r.get("table") == "decode_T"]
     dec_K = [r for r in rows if r.get("table") == "decode_K"]
     train_B = [r for r in rows if r.get("table") == "train_batch"]
     lines = ["## Scaling", ""]
     if dec_T:
-        base = dec_T[0]
-        lines += [f"Batched beam search over the ResNet-101-sized decoder ({base['images']} images, <end> disabled, so exactly "
-                  f"T steps), against caption length T at K={base['K']}:", "",
-                  "| T | seconds | ÷ first row | T ÷ first T |", "|--:|--:|--:|--:|"]
-        lines += [f"| {r['T']} | {r['seconds']:.3f} | {r['seconds'] / base['seconds']:.2f} | "
-                  f"{r['T'] / base['T']:.2f} |" for r in dec_T]
-        lines += ["", "Marginal cost per step: " + "; ".join(marginal(dec_T, "T")) + ".", ""]
+        lines += sweep_table(dec_T, "T", "step", f"Batched beam search over the ResNet-101-sized decoder "
+                             f"({dec_T[0]['images']} images, <end> disabled, so exactly T steps), against "
+                             f"caption length T at K={dec_T[0]['K']}:")
     if dec_K:
-        base = dec_K[0]
-        lines += [f"Against beam size K at T={base['T']}:", "",
-                  "| K | seconds | ÷ first row | K ÷ first K |", "|--:|--:|--:|--:|"]
-        lines += [f"| {r['K']} | {r['seconds']:.3f} | {r['seconds'] / base['seconds']:.2f} | "
-                  f"{r['K'] / base['K']:.2f} |" for r in dec_K]
-        lines += ["", "Marginal cost per beam: " + "; ".join(marginal(dec_K, "K")) + ".", ""]
+        lines += sweep_table(dec_K, "K", "beam", f"Against beam size K at T={dec_K[0]['T']}:")
     if train_B:
         base = train_B[0]
         lines += ["Cached-decoder training step (b) against batch size (ResNet-101-sized decoder, V=10,000, "

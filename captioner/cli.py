@@ -46,8 +46,6 @@ def expand_inputs(items: Sequence[str]) -> tuple[list[Path], list[str]]:
 
 
 def cmd_caption(args: argparse.Namespace) -> int:
-    import torch
-
     from .api import load_captioner
     from .image import ImageLoadError, load_image
 
@@ -65,21 +63,19 @@ def cmd_caption(args: argparse.Namespace) -> int:
     failed = len(errors)
     used_stems: set[str] = set()
     for start in range(0, len(paths), args.batch_size):
-        chunk, images, tensors = [], [], []
+        chunk, images = [], []
         for path in paths[start:start + args.batch_size]:
             try:
-                image = load_image(path)
+                images.append(load_image(path))  # read here, so one bad file fails alone
             except ImageLoadError as err:
                 print(str(err), file=sys.stderr)
                 failed += 1
                 continue
             chunk.append(path)
-            images.append(image)
-            tensors.append(cap.preprocess(image))
         if not chunk:
             continue
-        results = cap.caption_tensors(torch.stack(tensors), beam_size=args.beam_size,
-                                      max_len=args.max_len)
+        results = cap.caption(images, beam_size=args.beam_size, max_len=args.max_len,
+                              batch_size=len(images))
         for path, image, result in zip(chunk, images, results):
             if args.json:
                 print(json.dumps({"image": str(path), "caption": result.text, "tokens": result.tokens,
@@ -309,19 +305,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _expected_errors() -> tuple[type[BaseException], ...]:
-    """Error types that describe bad input; they print one line, not a traceback."""
+    """Error types that describe bad input; they print one line, not a traceback.
+
+    Imported only when an error happens, so the common path does not pay for them.
+    """
     from .checkpoint import CheckpointError
     from .config import ConfigError
+    from .datasets import AnnotationError
+    from .grounding import GroundingInputError
     from .image import ImageLoadError
+    from .metrics import MetricsInputError
 
-    errors: list[type[BaseException]] = [CheckpointError, ConfigError, ImageLoadError, FileNotFoundError]
-    for module, name in (("datasets", "AnnotationError"), ("metrics", "MetricsInputError"),
-                         ("grounding", "GroundingInputError")):
-        try:
-            errors.append(getattr(__import__(f"captioner.{module}", fromlist=[name]), name))
-        except (ImportError, AttributeError):
-            pass
-    return tuple(errors)
+    return (CheckpointError, ConfigError, ImageLoadError, AnnotationError, MetricsInputError,
+            GroundingInputError, FileNotFoundError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

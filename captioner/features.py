@@ -157,12 +157,12 @@ def build_cache(data_path: Path, meta_path: Path, key: CacheKey, records: Sequen
         for batch in loader:
             errors += batch.skipped
             if len(batch.index):
-                feats = encoder(batch.images.to(device)).float().cpu().numpy()  # (B, P, E)
+                rows = encoder(batch.images.to(device)).float().cpu().numpy().astype(np.float16)  # (B, P, E)
                 idx = batch.index.numpy()
-                mm[idx] = feats.astype(np.float16)
+                mm[idx] = rows
                 valid[idx] = True
-                for j, i in enumerate(idx):
-                    checksums[i] = _row_checksum(mm[i])
+                for row, i in zip(rows, idx):
+                    checksums[i] = _row_checksum(row)
             done += len(batch.index) + len(batch.skipped)
             if progress:
                 progress(done, n)

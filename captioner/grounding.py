@@ -28,6 +28,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .scenes import SHAPES
+
 
 class GroundingInputError(ValueError):
     """Inputs to the grounding metric that would give a meaningless number."""
@@ -412,7 +414,7 @@ def _build_coco_synonyms() -> dict[str, str]:
 #: Lower-case word or phrase -> COCO category name, singular and plural (80 categories).
 COCO_SYNONYMS: dict[str, str] = _build_coco_synonyms()
 
-SCENE_SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "star", "cross")
+SCENE_SHAPES: tuple[str, ...] = SHAPES  # defined once, by the generator
 
 
 def scene_word_to_category() -> dict[str, str]:
