@@ -92,6 +92,33 @@ def threads_figure(decoder: Decoder, one: torch.Tensor, max_len: int, repeats: i
                    note=f"one image, beam 3: {1000 * t1:.0f} ms with 1 thread, {1000 * tn:.0f} ms with {n}")]
 
 
+def attention_slices_figure(name: str, decoder: Decoder, feats: torch.Tensor, beam: int, rounds: int) -> list[Figure]:
+    """The additive scores of one beam-search step, 32 images x K beams: the (B, K, P, A) sum
+    made whole (the autograd form training uses) against in cache-sized slices (decoding)."""
+    att = decoder.attention
+    if att.scorer != "additive":
+        return []
+    B = feats.size(0)
+    g = torch.Generator().manual_seed(0)
+    hidden = torch.randn(B * beam, decoder.f_beta.in_features, generator=g)  # (B*K, H)
+    with torch.no_grad():
+        keys = att.project_keys(feats)
+        query = att.query_proj(hidden).view(B, beam, 1, -1)  # (B, K, 1, A)
+
+        def whole() -> torch.Tensor:
+            return att.score(torch.tanh(keys.unsqueeze(1) + query)).squeeze(3)  # (B, K, P)
+
+        def sliced() -> torch.Tensor:
+            return att._additive_in_chunks(keys, query)
+
+        diff = (whole() - sliced()).abs().max().item()
+        t = interleaved({"whole": whole, "sliced": sliced}, rounds=rounds, warmup=1)
+    tw, ts = median(t["whole"]), median(t["sliced"])
+    return [Figure(f"decode.{name}.attention_slices_speedup", tw / ts, "x",
+                   note=f"additive scores for {B} images x beam {beam}, A={keys.size(2)}: "
+                        f"{1000 * tw:.2f} ms whole, {1000 * ts:.2f} ms in slices; max diff {diff:.1e}")]
+
+
 def default_features(dm: DefaultModel, sizes: Sizes, work: Path, timing: bool = True):
     """The default model's decoder and the real encoder grids of generated scenes (and, with
     `timing`, the encoder's throughput figures: one call against chunks of 4 images)."""
@@ -159,6 +186,7 @@ def run(sizes: Sizes, dm: DefaultModel, work: Path) -> tuple[list[Figure], list[
     f, _ = throughput("default", decoder, feats, sizes, max_len,
                       f"{dm.label}; real grids of generated scenes; max_len {max_len}")
     figs += enc_figs + f + threads_figure(decoder, feats[:1], max_len)
+    figs += attention_slices_figure("default", decoder, feats, 5, rounds=5 * sizes.decode_repeats)
 
     # The ResNet-101-sized decoder, <end> disabled so every caption is exactly max_len steps.
     rdec = without_end(recipe_decoder(sizes), end_id=2)
@@ -166,7 +194,7 @@ def run(sizes: Sizes, dm: DefaultModel, work: Path) -> tuple[list[Figure], list[
     f, batched = throughput("resnet101", rdec, rfeats, sizes, sizes.decode_max_len,
                             f"E=2048, 512/512/512, V={sizes.vocab}, random weights, <end> disabled, "
                             f"{sizes.decode_max_len} steps")
-    figs += f
+    figs += f + attention_slices_figure("resnet101", rdec, rfeats, 5, rounds=5 * sizes.decode_repeats)
 
     figs += beam_fix_figures(sizes, work)
 

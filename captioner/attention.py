@@ -23,6 +23,10 @@ from torch import nn
 from .config import SCORERS
 
 
+#: Elements per slice of the additive scorer's (B, K, P, A) sum when decoding (1 MB of fp32).
+_CHUNK_ELEMENTS = 1 << 18
+
+
 class AttentionOutput(NamedTuple):
     context: torch.Tensor  # (B, E) alpha-weighted sum of region features
     alpha: torch.Tensor  # (B, P) attention weights, summing to 1 over regions
@@ -69,7 +73,9 @@ class Attention(nn.Module):
         K = hidden.size(0) // B
         if self.scorer == "additive":
             query = self.query_proj(hidden).view(B, K, 1, -1)  # (B, K, 1, A)
-            return self.score(torch.tanh(keys.unsqueeze(1) + query)).squeeze(3)  # (B, K, P)
+            if torch.is_grad_enabled():
+                return self.score(torch.tanh(keys.unsqueeze(1) + query)).squeeze(3)  # (B, K, P)
+            return self._additive_in_chunks(keys, query)
         if self.scorer == "concat":
             H = hidden.size(1)
             query = hidden.view(B, K, 1, H).expand(B, K, P, H)  # (B, K, P, H)
@@ -83,6 +89,26 @@ class Attention(nn.Module):
         if self.scorer == "general":
             return torch.bmm(hidden.view(B, K, -1), keys.transpose(1, 2))  # (B, K, P)
         return features.new_zeros(B, K, P)  # none: uniform after softmax
+
+    def _additive_in_chunks(self, keys: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
+        """w^T tanh(k_i + q) without autograd, a few images at a time: keys (B, P, A), query
+        (B, K, 1, A) -> (B, K, P).
+
+        The (B, K, P, A) sum is the largest tensor of a decoding step (32 images at beam 5:
+        32 MB at A = 256). Made whole, it is allocated, faulted in and streamed through memory
+        three times per step; made in slices of about 1 MB, it stays in the core's cache and
+        tanh runs in place (bench/results.md: decode.*.attention_slices_speedup).
+        """
+        B, P, A = keys.shape
+        K = query.size(1)
+        step = max(1, _CHUNK_ELEMENTS // (K * P * A))
+        w = self.score.weight.view(A, 1)  # (A, 1)
+        out = keys.new_empty(B, K, P)
+        for i in range(0, B, step):
+            part = keys[i:i + step].unsqueeze(1) + query[i:i + step]  # (b, K, P, A)
+            part.tanh_()
+            out[i:i + step] = (part.view(-1, A) @ w).view(part.size(0), K, P)  # (b*K*P, 1) -> (b, K, P)
+        return out.add_(self.score.bias)
 
     def forward(self, features: torch.Tensor, keys: torch.Tensor, hidden: torch.Tensor) -> AttentionOutput:
         """features (B, P, E), keys from `project_keys`, hidden (B*K, H) -> (B*K, E), (B*K, P)."""

@@ -3,7 +3,9 @@
 Both call `Decoder.step`. Beam search keeps K hypotheses per image in one (B*K) batch. A
 hypothesis that emits <end> stays in its slot and is extended only by <pad> at zero cost, so
 finished and live hypotheses compete for the K slots by score and no Python loop over images
-or beams is needed. With K = 1 this is exactly greedy decoding.
+or beams is needed. With K = 1 this is exactly greedy decoding. An image leaves the batch as
+soon as all K of its hypotheses have ended, so a batch costs the sum of its captions' lengths
+rather than its longest caption times the batch size.
 """
 from __future__ import annotations
 
@@ -28,10 +30,13 @@ def _trim(tokens: torch.Tensor, alphas: torch.Tensor, score: float, end_id: int)
     return Hypothesis(ids[:n], score, alphas[:n].clone())
 
 
-def _never_generate(logp: torch.Tensor, *ids: int) -> torch.Tensor:
-    """<start> and <pad> are never words; scores stay the model's log-probabilities."""
-    logp = logp.clone()
-    logp[:, list(ids)] = float("-inf")
+def _log_probs(logits: torch.Tensor, banned: tuple[int, ...]) -> torch.Tensor:
+    """(N, V) logits -> log-probabilities, with the banned ids (<start>, <pad>, and <end> before
+    min_len) at -inf; the other scores stay the model's own log-probabilities. In place on
+    log_softmax's fresh output: at V = 10,000 each extra (N, V) pass costs as much as the
+    attention."""
+    logp = logits.float().log_softmax(dim=1)  # (N, V)
+    logp[:, list(banned)] = float("-inf")
     return logp
 
 
@@ -49,7 +54,7 @@ def greedy_search(decoder: Decoder, features: torch.Tensor, *, start_id: int, en
     for t in range(max_len):
         out = decoder.step(tokens, state, features, keys)
         banned = (start_id, pad_id, end_id) if t < min_len else (start_id, pad_id)
-        logp = _never_generate(out.logits.float().log_softmax(dim=1), *banned)  # (B, V)
+        logp = _log_probs(out.logits, banned)  # (B, V)
         best, tokens = logp.max(dim=1)  # (B,), (B,)
         scores += torch.where(finished, torch.zeros_like(best), best)
         finished = finished | (tokens == end_id)
@@ -77,6 +82,8 @@ def beam_search(decoder: Decoder, features: torch.Tensor, *, start_id: int, end_
     """
     if not 1 <= n_best <= beam_size:
         raise ValueError(f"n_best must be in 1..beam_size, got {n_best}")
+    if max_len < 1:
+        raise ValueError(f"max_len must be at least 1, got {max_len}")
     B, P, _ = features.shape
     K = beam_size
     device = features.device
@@ -92,33 +99,55 @@ def beam_search(decoder: Decoder, features: torch.Tensor, *, start_id: int, end_
     lengths = torch.zeros(B * K, dtype=torch.long, device=device)
     hist_tokens = torch.empty(B * K, 0, dtype=torch.long, device=device)
     hist_alphas = torch.empty(B * K, 0, P, device=device)
-    base = (torch.arange(B, device=device) * K).unsqueeze(1)  # (B, 1) first row of each image
+    # The images still being searched (indices into the input); an image whose K beams have
+    # all ended can no longer change, so it leaves the batch and later steps skip its rows.
+    alive = torch.arange(B, device=device)
+    done: list[tuple[torch.Tensor, ...] | None] = [None] * B  # per image: tokens, alphas, scores, lengths
     for t in range(max_len):
+        Ba = alive.numel()
         out = decoder.step(tokens, state, features, keys)
         banned = (start_id, pad_id, end_id) if t < min_len else (start_id, pad_id)
-        logp = _never_generate(out.logits.float().log_softmax(dim=1), *banned)  # (B*K, V)
+        logp = _log_probs(out.logits, banned)  # (Ba*K, V)
         V = logp.size(1)
         # A finished hypothesis can only continue with <pad>, at no cost.
-        done_row = torch.full_like(logp[0], float("-inf"))
-        done_row[pad_id] = 0.0
-        logp = torch.where(finished.unsqueeze(1), done_row, logp)
-        cand = (scores.view(B * K, 1) + logp).view(B, K * V)  # (B, K*V)
-        scores, flat = cand.topk(K, dim=1)  # (B, K)
-        origin = (base + flat // V).view(B * K)  # (B*K,) row each new beam extends
-        tokens = (flat % V).view(B * K)  # (B*K,)
+        if bool(finished.any()):
+            done_row = torch.full_like(logp[0], float("-inf"))
+            done_row[pad_id] = 0.0
+            logp[finished] = done_row
+        cand = logp.add_(scores.view(Ba * K, 1)).view(Ba, K * V)  # (Ba, K*V)
+        scores, flat = cand.topk(K, dim=1)  # (Ba, K)
+        base = (torch.arange(Ba, device=device) * K).unsqueeze(1)  # (Ba, 1) first row of each image
+        origin = (base + flat // V).view(Ba * K)  # (Ba*K,) row each new beam extends
+        tokens = (flat % V).view(Ba * K)  # (Ba*K,)
         was_finished = finished[origin]
         lengths = lengths[origin] + (~was_finished).long()
         finished = was_finished | (tokens == end_id)
-        hist_tokens = torch.cat([hist_tokens[origin], tokens.unsqueeze(1)], dim=1)  # (B*K, t)
-        step_alpha = out.alpha.float()[origin].unsqueeze(1)  # (B*K, 1, P)
-        hist_alphas = torch.cat([hist_alphas[origin], step_alpha], dim=1)  # (B*K, t, P)
+        hist_tokens = torch.cat([hist_tokens[origin], tokens.unsqueeze(1)], dim=1)  # (Ba*K, t)
+        step_alpha = out.alpha.float()[origin].unsqueeze(1)  # (Ba*K, 1, P)
+        hist_alphas = torch.cat([hist_alphas[origin], step_alpha], dim=1)  # (Ba*K, t, P)
         state = type(out.state)(*(s[origin] for s in out.state))
-        if bool(finished.all()):
+        ended = finished.view(Ba, K).all(dim=1)  # (Ba,)
+        if t == max_len - 1:
+            ended[:] = True
+        # Leaving copies the remaining images' features, so wait until an eighth of the batch
+        # has ended; until then ended images idle along on <pad> at no cost to their scores.
+        if int(ended.sum()) * 8 < Ba:
+            continue
+        for j in ended.nonzero().view(-1).tolist():
+            rows = slice(j * K, (j + 1) * K)
+            done[int(alive[j])] = (hist_tokens[rows], hist_alphas[rows], scores[j], lengths[rows])
+        keep = ~ended  # (Ba,)
+        if not bool(keep.any()):
             break
-    ranked = scores / lengths.view(B, K).clamp_min(1).float() ** length_penalty  # (B, K)
-    order = ranked.argsort(dim=1, descending=True, stable=True)[:, :n_best]  # (B, n_best)
-    toks, alps, raw = hist_tokens.cpu(), hist_alphas.cpu(), scores.cpu()
+        rows = keep.repeat_interleave(K)  # (Ba*K,)
+        alive, features, keys, scores = alive[keep], features[keep], keys[keep], scores[keep]
+        tokens, finished, lengths = tokens[rows], finished[rows], lengths[rows]
+        hist_tokens, hist_alphas = hist_tokens[rows], hist_alphas[rows]
+        state = type(state)(*(s[rows] for s in state))
     results = []
-    for b, row in enumerate(order.cpu().tolist()):
-        results.append([_trim(toks[b * K + k], alps[b * K + k], float(raw[b, k]), end_id) for k in row])
+    for toks, alps, raw, lens in done:
+        ranked = raw / lens.clamp_min(1).float() ** length_penalty  # (K,)
+        order = ranked.argsort(descending=True, stable=True)[:n_best].tolist()
+        toks, alps, raw = toks.cpu(), alps.cpu(), raw.cpu()
+        results.append([_trim(toks[k], alps[k], float(raw[k]), end_id) for k in order])
     return results

@@ -164,3 +164,39 @@ def test_min_len_forbids_an_empty_caption():
         assert [len(h.tokens) for h in greedy] == [min_len, min_len]
         assert [len(b[0].tokens) for b in beam] == [min_len, min_len]
     assert greedy_search(dec, feats, start_id=START, end_id=END, pad_id=PAD, max_len=8, min_len=0)[0].tokens == []
+
+
+def test_images_leave_the_batch_when_their_beams_end():
+    """Images whose K beams have all ended stop costing decoder rows, and results equal
+    decoding each image alone."""
+    torch.manual_seed(3)
+    dec = tiny_decoder(vocab_size=6).eval()
+    with torch.no_grad():
+        dec.L_o.bias[END] += 0.8  # images end their beams at different steps; some run to max_len
+    feats = torch.randn(8, 16, 8) * torch.linspace(0.5, 4, 8).view(8, 1, 1)
+    kw = dict(start_id=START, end_id=END, pad_id=PAD, beam_size=3, max_len=15, n_best=3)
+    rows_per_step = []
+    step = dec.step
+
+    def counting_step(tokens, *args):
+        rows_per_step.append(tokens.size(0))
+        return step(tokens, *args)
+
+    dec.step = counting_step
+    batched = beam_search(dec, feats, **kw)
+    del dec.step
+    assert rows_per_step[0] == 8 * 3
+    assert rows_per_step == sorted(rows_per_step, reverse=True)
+    assert len(set(rows_per_step)) > 2  # images left at two or more different steps
+    assert len(rows_per_step) == 15 and rows_per_step[-1] > 0  # ... and some ran to max_len
+    for b in range(8):
+        alone = beam_search(dec, feats[b:b + 1], **kw)[0]
+        assert [h.tokens for h in alone] == [h.tokens for h in batched[b]]
+        assert [h.score for h in alone] == pytest.approx([h.score for h in batched[b]], abs=1e-5)
+        for x, y in zip(alone, batched[b]):
+            assert torch.allclose(x.alphas, y.alphas, atol=1e-5)
+
+
+def test_max_len_must_be_positive():
+    with pytest.raises(ValueError, match="max_len"):
+        beam_search(tiny_decoder().eval(), torch.randn(1, 16, 8), start_id=START, end_id=END, pad_id=PAD, max_len=0)
