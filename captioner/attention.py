@@ -107,7 +107,7 @@ class Attention(nn.Module):
         for i in range(0, B, step):
             part = keys[i:i + step].unsqueeze(1) + query[i:i + step]  # (b, K, P, A)
             part.tanh_()
-            out[i:i + step] = (part.view(-1, A) @ w).view(part.size(0), K, P)  # (b*K*P, 1) -> (b, K, P)
+            out[i:i + step] = (part.reshape(-1, A) @ w).view(part.size(0), K, P)  # (b*K*P, 1) -> (b, K, P)
         return out.add_(self.score.bias)
 
     def forward(self, features: torch.Tensor, keys: torch.Tensor, hidden: torch.Tensor) -> AttentionOutput:

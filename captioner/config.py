@@ -119,6 +119,9 @@ class TrainConfig:
             raise ConfigError(f"train.amp: {self.amp!r} is not 'none', 'bf16' or 'fp16'")
         if self.epochs < 0 or self.batch_size < 1:
             raise ConfigError("train.epochs must be >= 0 and train.batch_size >= 1")
+        for name in ("val_beam_size", "val_max_len"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"train.{name}: must be >= 1, got {getattr(self, name)}")
 
 
 @dataclass(frozen=True)

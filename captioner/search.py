@@ -16,6 +16,10 @@ import torch
 from .decoder import Decoder
 
 
+#: Ended images leave the batch once they are at least 1/_LEAVE_WHEN of it.
+_LEAVE_WHEN = 8
+
+
 @dataclass(frozen=True)
 class Hypothesis:
     tokens: list[int]  # word ids, without <start> and <end>
@@ -122,20 +126,21 @@ def beam_search(decoder: Decoder, features: torch.Tensor, *, start_id: int, end_
         was_finished = finished[origin]
         lengths = lengths[origin] + (~was_finished).long()
         finished = was_finished | (tokens == end_id)
-        hist_tokens = torch.cat([hist_tokens[origin], tokens.unsqueeze(1)], dim=1)  # (Ba*K, t)
+        hist_tokens = torch.cat([hist_tokens[origin], tokens.unsqueeze(1)], dim=1)  # (Ba*K, t+1)
         step_alpha = out.alpha.float()[origin].unsqueeze(1)  # (Ba*K, 1, P)
-        hist_alphas = torch.cat([hist_alphas[origin], step_alpha], dim=1)  # (Ba*K, t, P)
+        hist_alphas = torch.cat([hist_alphas[origin], step_alpha], dim=1)  # (Ba*K, t+1, P)
         state = type(out.state)(*(s[origin] for s in out.state))
         ended = finished.view(Ba, K).all(dim=1)  # (Ba,)
         if t == max_len - 1:
             ended[:] = True
         # Leaving copies the remaining images' features, so wait until an eighth of the batch
         # has ended; until then ended images idle along on <pad> at no cost to their scores.
-        if int(ended.sum()) * 8 < Ba:
+        if int(ended.sum()) * _LEAVE_WHEN < Ba:
             continue
+        ids = alive.tolist()
         for j in ended.nonzero().view(-1).tolist():
-            rows = slice(j * K, (j + 1) * K)
-            done[int(alive[j])] = (hist_tokens[rows], hist_alphas[rows], scores[j], lengths[rows])
+            rows = slice(j * K, (j + 1) * K)  # copies, so the whole step's history can be freed
+            done[ids[j]] = (hist_tokens[rows].clone(), hist_alphas[rows].clone(), scores[j].clone(), lengths[rows].clone())
         keep = ~ended  # (Ba,)
         if not bool(keep.any()):
             break

@@ -24,6 +24,7 @@ def test_toml_and_overrides(tmp_path):
     ("[model]\nhidden_dim = 'big'\n", "model.hidden_dim must be int"),
     ("[model]\nscorer = 'cosine'\n", "model.scorer"),
     ("[model\n", "invalid TOML"),
+    ("[train]\nval_max_len = 0\n", "train.val_max_len: must be >= 1"),
 ])
 def test_errors_name_the_file_and_key(tmp_path, text, message):
     path = tmp_path / "bad.toml"

@@ -166,15 +166,19 @@ def test_min_len_forbids_an_empty_caption():
     assert greedy_search(dec, feats, start_id=START, end_id=END, pad_id=PAD, max_len=8, min_len=0)[0].tokens == []
 
 
-def test_images_leave_the_batch_when_their_beams_end():
-    """Images whose K beams have all ended stop costing decoder rows, and results equal
-    decoding each image alone."""
+@pytest.mark.parametrize("leave_when", [1, 4, 8])
+def test_images_leave_the_batch_when_their_beams_end(monkeypatch, leave_when):
+    """Images whose K beams have all ended stop costing decoder rows (once they are 1/leave_when
+    of the batch; until then they idle on <pad>), and results equal decoding each image alone."""
+    import captioner.search as search
+
+    monkeypatch.setattr(search, "_LEAVE_WHEN", leave_when)
     torch.manual_seed(3)
     dec = tiny_decoder(vocab_size=6).eval()
     with torch.no_grad():
         dec.L_o.bias[END] += 0.8  # images end their beams at different steps; some run to max_len
     feats = torch.randn(8, 16, 8) * torch.linspace(0.5, 4, 8).view(8, 1, 1)
-    kw = dict(start_id=START, end_id=END, pad_id=PAD, beam_size=3, max_len=15, n_best=3)
+    kw = dict(start_id=START, end_id=END, pad_id=PAD, beam_size=3, max_len=15, n_best=3, length_penalty=0.5)
     rows_per_step = []
     step = dec.step
 
@@ -187,8 +191,11 @@ def test_images_leave_the_batch_when_their_beams_end():
     del dec.step
     assert rows_per_step[0] == 8 * 3
     assert rows_per_step == sorted(rows_per_step, reverse=True)
-    assert len(set(rows_per_step)) > 2  # images left at two or more different steps
-    assert len(rows_per_step) == 15 and rows_per_step[-1] > 0  # ... and some ran to max_len
+    assert len(rows_per_step) == 15  # some images ran to max_len
+    if leave_when == 1:  # only once every image has ended, i.e. never before max_len here
+        assert set(rows_per_step) == {8 * 3}
+    else:  # images left at two or more different steps
+        assert len(set(rows_per_step)) > 2
     for b in range(8):
         alone = beam_search(dec, feats[b:b + 1], **kw)[0]
         assert [h.tokens for h in alone] == [h.tokens for h in batched[b]]
