@@ -35,7 +35,7 @@ bench: venv
 
 # Rebuild the embedded default model from scratch (README, "The default model").
 default-model: venv
-	$(VENV)/bin/captioner scenes --out datasets/scenes-train --num-images 5000 --seed 1
+	$(VENV)/bin/captioner scenes --out datasets/scenes-train --num-images 10000 --seed 1
 	$(VENV)/bin/captioner train --config configs/scenes.toml --out runs/scenes
 	$(VENV)/bin/captioner export runs/scenes/best.pt captioner/assets/default.pt --half
 
