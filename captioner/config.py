@@ -19,6 +19,8 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 SCORERS = ("additive", "concat", "dot", "scaled_dot", "general", "none")
+#: Validation scores that can select best.pt; "object-F1" needs data.instances (synthetic scenes).
+METRICS = ("CIDEr-D", "BLEU-4", "object-F1")
 BACKBONES = ("efficientnet_lite0", "resnet50", "resnet101", "resnet152")
 
 
@@ -77,6 +79,7 @@ class DataConfig:
     caption_policy: str = "all"  # "all": every caption each epoch; "one": one per image
     num_workers: int = 0
     max_val_images: int = 0  # 0 = the whole validation split
+    instances: str = ""  # scenes instances.json: validation also scores "<color> <shape>" mentions
 
     def __post_init__(self) -> None:
         if self.caption_policy not in ("all", "one"):
@@ -101,7 +104,7 @@ class TrainConfig:
     label_smoothing: float = 0.0
     lr_decay_factor: float = 0.5  # ReduceLROnPlateau on the validation metric
     lr_decay_patience: int = 1
-    metric: str = "CIDEr-D"  # "CIDEr-D" or "BLEU-4": selects best.pt and early stopping
+    metric: str = "CIDEr-D"  # one of METRICS: selects best.pt, early stopping and the lr plateau
     patience: int = 4  # epochs without improvement before early stopping
     val_beam_size: int = 3
     val_max_len: int = 30
@@ -113,8 +116,8 @@ class TrainConfig:
     device: str = "auto"
 
     def __post_init__(self) -> None:
-        if self.metric not in ("CIDEr-D", "BLEU-4"):
-            raise ConfigError(f"train.metric: {self.metric!r} is not 'CIDEr-D' or 'BLEU-4'")
+        if self.metric not in METRICS:
+            raise ConfigError(f"train.metric: {self.metric!r} is not one of {', '.join(map(repr, METRICS))}")
         if self.amp not in ("none", "bf16", "fp16"):
             raise ConfigError(f"train.amp: {self.amp!r} is not 'none', 'bf16' or 'fp16'")
         if self.epochs < 0 or self.batch_size < 1:
@@ -129,6 +132,10 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        if self.train.metric == "object-F1" and not self.data.instances:
+            raise ConfigError("train.metric = 'object-F1' needs data.instances (the scenes' instances.json)")
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         return dataclasses.asdict(self)

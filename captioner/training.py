@@ -35,6 +35,7 @@ from .datasets import (CaptionDataset, EvalDataset, ImageRecord, ImageSource, ch
 from .encoder import preprocess_for
 from .features import CACHE_DIRNAME, FeatureCache, open_or_build
 from .losses import doubly_stochastic_penalty, masked_cross_entropy
+from .mentions import load_scene_objects, mention_scores
 from .model import CaptionModel
 from .search import beam_search
 from .vocab import Vocab
@@ -195,9 +196,25 @@ def decode_split(model: CaptionModel, loader: DataLoader, vocab: Vocab, records:
     return out
 
 
+def load_val_objects(config: Config) -> dict[int, list[tuple[str, str]]] | None:
+    """data.instances -> image id -> its (color, shape) objects, or None when not set."""
+    path = config.data.instances
+    if not path:
+        return None
+    try:
+        objects = load_scene_objects(path)
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ConfigError(f"data.instances: cannot read {path}: {err}") from None
+    if objects is None:
+        raise ConfigError(f"data.instances: {path} has no 'color' on its annotations (not a scenes instances file)")
+    return objects
+
+
 def validate(model, loader, vocab, records, config: Config, device, dist_info: Dist,
-             from_features: bool, all_records: Sequence[ImageRecord]) -> dict[str, float] | None:
-    """BLEU-4 and CIDEr-D of real decoding on the validation split (rank 0 gets the scores)."""
+             from_features: bool, all_records: Sequence[ImageRecord],
+             objects: dict[int, list[tuple[str, str]]] | None = None) -> dict[str, float] | None:
+    """BLEU-4 and CIDEr-D of real decoding on the validation split (rank 0 gets the scores), and
+    with `objects` (scenes) the object F1 and exact-set accuracy of the captions' mentions."""
     from .metrics import score_captions
 
     t = config.train
@@ -211,7 +228,11 @@ def validate(model, loader, vocab, records, config: Config, device, dist_info: D
         return None
     refs = {r.image_id: list(r.captions) for r in all_records if r.image_id in local}
     report = score_captions(refs, local, metrics=("BLEU-4", "CIDEr-D"))
-    return {k: float(report.scores[k]) for k in ("BLEU-4", "CIDEr-D")} | {"val_images": len(local)}
+    scores = {k: float(report.scores[k]) for k in ("BLEU-4", "CIDEr-D")} | {"val_images": len(local)}
+    if objects is not None:
+        m = mention_scores({i: c.split() for i, c in local.items()}, objects)
+        scores |= {"object-F1": m.f1, "exact-set": m.exact_set_accuracy}
+    return scores
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -303,6 +324,7 @@ def train(config: Config, out_dir: str | Path, *, resume: bool = False, log: Log
         ckpt = load_checkpoint(last_path)
         check_resumable(ckpt, config, vocab, last_path)
 
+    val_objects = load_val_objects(config)
     model = CaptionModel(config=config.model, vocab_size=len(vocab), load_weights=True)
     if ckpt is not None:
         model.load_state_dict(ckpt["model"], strict=False)
@@ -414,7 +436,7 @@ def train(config: Config, out_dir: str | Path, *, resume: bool = False, log: Log
         epoch += 1
         batch_in_epoch = 0
         scores = validate(model, eval_loader, vocab, val_records, config, device, dist_info, use_cache,
-                          splits.val)
+                          splits.val, val_objects)
         improved = False
         if dist_info.main:
             score = scores[t.metric]
@@ -423,7 +445,8 @@ def train(config: Config, out_dir: str | Path, *, resume: bool = False, log: Log
                 best_score, best_epoch, bad_epochs = score, epoch, 0
             else:
                 bad_epochs += 1
-            say(f"epoch {epoch}: BLEU-4 {scores['BLEU-4']:.4f}  CIDEr-D {scores['CIDEr-D']:.4f}  "
+            objects_part = f"object-F1 {scores['object-F1']:.4f}  " if "object-F1" in scores else ""
+            say(f"epoch {epoch}: BLEU-4 {scores['BLEU-4']:.4f}  CIDEr-D {scores['CIDEr-D']:.4f}  {objects_part}"
                 f"({t.metric} best {best_score:.4f} at epoch {best_epoch})")
         decision = [scores[t.metric] if scores else 0.0, float(improved), float(bad_epochs)]
         if dist_info.world > 1:

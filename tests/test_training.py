@@ -14,6 +14,7 @@ import torch
 
 from captioner.checkpoint import load_checkpoint, load_model
 from captioner.cli import main
+from captioner.config import ConfigError
 from captioner.config import load_config
 from captioner.scenes import generate_scenes
 from captioner.training import train
@@ -214,3 +215,46 @@ def test_fp16_needs_cuda(scenes, tmp_path, capsys):
     code = main(["train", "--data", str(scenes / "dataset.json"), "--out", str(tmp_path), "--device", "cpu",
                  "--set", "train.amp='fp16'", *[a for kv in TINY for a in ("--set", kv)]])
     assert code == 2 and "fp16 needs a CUDA device" in capsys.readouterr().err
+
+
+def test_object_f1_selects_best_pt_on_scenes(scenes, tmp_path):
+    """train.metric = "object-F1" scores the val captions' "<color> <shape>" mentions against the
+    scenes' instances and picks best.pt by it."""
+    out = tmp_path / "run"
+    cfg = _config(scenes / "dataset.json", "train.epochs=2", "train.batch_size=8", "train.metric=\"object-F1\"",
+                  f"data.instances={json.dumps(str(scenes / 'instances.json'))}")
+    train(cfg, out)
+    vals = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if '"val"' in x]
+    assert [v["epoch"] for v in vals] == [1, 2]
+    for v in vals:
+        assert 0.0 <= v["object-F1"] <= 1.0 and 0.0 <= v["exact-set"] <= 1.0
+    best = max(vals, key=lambda v: v["object-F1"])  # first of equals: only an improvement counts
+    assert vals[-1]["best"] == best["object-F1"] and vals[-1]["best_epoch"] == best["epoch"]
+    assert torch.load(out / "best.pt", weights_only=True)["epoch"] == best["epoch"]
+
+
+def test_val_image_ids_match_the_instances(scenes):
+    """Validation keys captions by ImageRecord.image_id; the scenes' own reference captions then
+    score perfectly against data.instances, so ids line up (a shift would score near 0)."""
+    from captioner.datasets import load_records
+    from captioner.mentions import mention_scores
+    from captioner.training import load_val_objects
+
+    objects = load_val_objects(_config(scenes / "dataset.json", f"data.instances={json.dumps(str(scenes / 'instances.json'))}"))
+    records = load_records(scenes / "dataset.json")
+    m = mention_scores({r.image_id: r.captions[0].lower().replace(",", " ").split() for r in records}, objects)
+    assert m.f1 == 1.0 and m.exact_set_accuracy == 1.0
+
+
+def test_object_f1_needs_a_scenes_instances_file(scenes, tmp_path):
+    with pytest.raises(ConfigError, match="needs data.instances"):
+        _config(scenes / "dataset.json", "train.metric=\"object-F1\"")
+    coco_like = tmp_path / "instances.json"
+    data = json.loads((scenes / "instances.json").read_text())
+    for a in data["annotations"]:
+        del a["color"]
+    coco_like.write_text(json.dumps(data))
+    cfg = _config(scenes / "dataset.json", "train.epochs=1", "train.metric=\"object-F1\"",
+                  f"data.instances={json.dumps(str(coco_like))}")
+    with pytest.raises(ConfigError, match="instances.json has no 'color'"):
+        train(cfg, tmp_path / "run")
