@@ -3,13 +3,21 @@
 Both call `Decoder.step`. Beam search keeps K hypotheses per image in one (B*K) batch. A
 hypothesis that emits <end> stays in its slot and is extended only by <pad> at zero cost, so
 finished and live hypotheses compete for the K slots by score and no Python loop over images
-or beams is needed. With K = 1 this is exactly greedy decoding. An image leaves the batch as
-soon as all K of its hypotheses have ended, so a batch costs the sum of its captions' lengths
-rather than its longest caption times the batch size.
+or beams is needed. With K = 1 this is exactly greedy decoding.
+
+Work that cannot change the result is skipped:
+- the first step runs once per image, not K times (all K beams start from the same state);
+- an image leaves the batch once its result is settled: all K hypotheses have ended, or, when
+  ranking by raw log-probability (length_penalty 0), its n_best highest-scoring slots have
+  ended and every live one scores strictly lower. Log-probabilities are <= 0, so extending a
+  live hypothesis never raises its score, and the answer is the one running on would give.
+So a batch costs the sum of its captions' lengths rather than its longest caption times the
+batch size.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 
@@ -18,6 +26,9 @@ from .decoder import Decoder
 
 #: Ended images leave the batch once they are at least 1/_LEAVE_WHEN of it.
 _LEAVE_WHEN = 8
+#: Settle an image once its n_best best slots have ended and outscore every live one
+#: (length_penalty 0 only); tests turn it off to compare with running every beam to its end.
+_SETTLE_EARLY = True
 
 
 @dataclass(frozen=True)
@@ -25,6 +36,28 @@ class Hypothesis:
     tokens: list[int]  # word ids, without <start> and <end>
     score: float  # sum of log-probabilities of the words and <end>
     alphas: torch.Tensor  # (len(tokens), P): one attention map per word
+
+
+class _Step(NamedTuple):
+    origin: torch.Tensor  # (N,) the input row each of the step's N new beams extends
+    tokens: torch.Tensor  # (N,) the word it appended
+    alpha: torch.Tensor  # (rows in, P) the attention of each input row at this step
+    kept: torch.Tensor | None = None  # new beams that stayed in the batch, if images left after it
+
+
+def _backtrack(trail: list[_Step], slots: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Follow backpointers from beams `slots` (n,) of the last step: (n, T) words and (n, T, P)
+    attention maps, first step first."""
+    words, maps = [], []
+    for i in range(len(trail) - 1, -1, -1):
+        st = trail[i]
+        parent = st.origin[slots]  # (n,) rows of this step's input
+        words.append(st.tokens[slots])
+        maps.append(st.alpha[parent])
+        if i:
+            prev = trail[i - 1]
+            slots = parent if prev.kept is None else prev.kept[parent]
+    return torch.stack(words[::-1], dim=1), torch.stack(maps[::-1], dim=1)  # (n, T), (n, T, P)
 
 
 def _trim(tokens: torch.Tensor, alphas: torch.Tensor, score: float, end_id: int) -> Hypothesis:
@@ -92,62 +125,73 @@ def beam_search(decoder: Decoder, features: torch.Tensor, *, start_id: int, end_
     K = beam_size
     device = features.device
     keys = decoder.prepare(features)
-    state = decoder.init_state(features)
-    # Every image's K beams are rows b*K .. b*K+K-1 of one batch; they share the image's
-    # features and keys (the attention groups them), so those are not copied K times.
-    state = type(state)(*(s.repeat_interleave(K, dim=0) for s in state))  # (B*K, H) each
-    tokens = torch.full((B * K,), start_id, dtype=torch.long, device=device)
-    scores = torch.full((B, K), float("-inf"), device=device)
-    scores[:, 0] = 0.0  # all beams start identical: expand only the first
-    finished = torch.zeros(B * K, dtype=torch.bool, device=device)
-    lengths = torch.zeros(B * K, dtype=torch.long, device=device)
-    hist_tokens = torch.empty(B * K, 0, dtype=torch.long, device=device)
-    hist_alphas = torch.empty(B * K, 0, P, device=device)
-    # The images still being searched (indices into the input); an image whose K beams have
-    # all ended can no longer change, so it leaves the batch and later steps skip its rows.
+    state = decoder.init_state(features)  # (B, H) each
+    # Every image's beams are rows b*R .. b*R+R-1 of one batch; they share the image's
+    # features and keys (the attention groups them), so those are not copied R times. R = 1
+    # for the first step, whose K beams would all be the same, and K after it (also from the
+    # start when K exceeds the vocabulary, which one row's candidates could not fill).
+    R = 1 if K <= decoder.L_o.out_features else K
+    state = type(state)(*(s.repeat_interleave(R, dim=0) for s in state))  # (B*R, H) each
+    tokens = torch.full((B * R,), start_id, dtype=torch.long, device=device)
+    scores = torch.full((B, R), float("-inf"), device=device)
+    scores[:, 0] = 0.0  # with R = K, identical beams: expand only the first
+    finished = torch.zeros(B * R, dtype=torch.bool, device=device)
+    lengths = torch.zeros(B * R, dtype=torch.long, device=device)
+    # Backpointers instead of growing per-beam histories (copying those every step is
+    # quadratic in the caption length): for each step, the row each new beam extends, its
+    # word, the step's attention maps per extended row, and which rows survived the step.
+    trail: list[_Step] = []
+    settle_early = _SETTLE_EARLY and length_penalty == 0.0
+    # The images still being searched (indices into the input); an image whose result is
+    # settled leaves the batch and later steps skip its rows.
     alive = torch.arange(B, device=device)
     done: list[tuple[torch.Tensor, ...] | None] = [None] * B  # per image: tokens, alphas, scores, lengths
     for t in range(max_len):
         Ba = alive.numel()
         out = decoder.step(tokens, state, features, keys)
         banned = (start_id, pad_id, end_id) if t < min_len else (start_id, pad_id)
-        logp = _log_probs(out.logits, banned)  # (Ba*K, V)
+        logp = _log_probs(out.logits, banned)  # (Ba*R, V)
         V = logp.size(1)
         # A finished hypothesis can only continue with <pad>, at no cost.
         if bool(finished.any()):
             done_row = torch.full_like(logp[0], float("-inf"))
             done_row[pad_id] = 0.0
             logp[finished] = done_row
-        cand = logp.add_(scores.view(Ba * K, 1)).view(Ba, K * V)  # (Ba, K*V)
-        scores, flat = cand.topk(K, dim=1)  # (Ba, K)
-        base = (torch.arange(Ba, device=device) * K).unsqueeze(1)  # (Ba, 1) first row of each image
+        cand = logp.add_(scores.view(Ba * R, 1)).view(Ba, R * V)  # (Ba, R*V)
+        scores, flat = cand.topk(K, dim=1)  # (Ba, K), best first
+        base = (torch.arange(Ba, device=device) * R).unsqueeze(1)  # (Ba, 1) first row of each image
         origin = (base + flat // V).view(Ba * K)  # (Ba*K,) row each new beam extends
         tokens = (flat % V).view(Ba * K)  # (Ba*K,)
+        R = K
         was_finished = finished[origin]
         lengths = lengths[origin] + (~was_finished).long()
         finished = was_finished | (tokens == end_id)
-        hist_tokens = torch.cat([hist_tokens[origin], tokens.unsqueeze(1)], dim=1)  # (Ba*K, t+1)
-        step_alpha = out.alpha.float()[origin].unsqueeze(1)  # (Ba*K, 1, P)
-        hist_alphas = torch.cat([hist_alphas[origin], step_alpha], dim=1)  # (Ba*K, t+1, P)
+        trail.append(_Step(origin, tokens, out.alpha.float()))
         state = type(out.state)(*(s[origin] for s in out.state))
-        ended = finished.view(Ba, K).all(dim=1)  # (Ba,)
+        ended_slots = finished.view(Ba, K)  # (Ba, K)
+        ended = ended_slots.all(dim=1)  # (Ba,)
+        if settle_early:
+            best_live = scores.masked_fill(ended_slots, float("-inf")).amax(dim=1)  # (Ba,)
+            ended |= ended_slots[:, :n_best].all(dim=1) & (scores[:, n_best - 1] > best_live)
         if t == max_len - 1:
             ended[:] = True
         # Leaving copies the remaining images' features, so wait until an eighth of the batch
-        # has ended; until then ended images idle along on <pad> at no cost to their scores.
+        # has ended; until then ended images idle along (on <pad> where their slots ended).
         if int(ended.sum()) * _LEAVE_WHEN < Ba:
             continue
-        ids = alive.tolist()
-        for j in ended.nonzero().view(-1).tolist():
-            rows = slice(j * K, (j + 1) * K)  # copies, so the whole step's history can be freed
-            done[ids[j]] = (hist_tokens[rows].clone(), hist_alphas[rows].clone(), scores[j].clone(), lengths[rows].clone())
+        leaving = ended.nonzero().view(-1)  # (n,)
+        slots = (leaving.unsqueeze(1) * K + torch.arange(K, device=device)).view(-1)  # (n*K,)
+        toks, alps = _backtrack(trail, slots)  # (n*K, t+1), (n*K, t+1, P)
+        for i, j in enumerate(leaving.tolist()):
+            rows = slice(i * K, (i + 1) * K)
+            done[int(alive[j])] = (toks[rows], alps[rows], scores[j].clone(), lengths[j * K:(j + 1) * K].clone())
         keep = ~ended  # (Ba,)
         if not bool(keep.any()):
             break
         rows = keep.repeat_interleave(K)  # (Ba*K,)
         alive, features, keys, scores = alive[keep], features[keep], keys[keep], scores[keep]
         tokens, finished, lengths = tokens[rows], finished[rows], lengths[rows]
-        hist_tokens, hist_alphas = hist_tokens[rows], hist_alphas[rows]
+        trail[-1] = trail[-1]._replace(kept=rows.nonzero().view(-1))
         state = type(state)(*(s[rows] for s in state))
     results = []
     for toks, alps, raw, lens in done:

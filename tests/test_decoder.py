@@ -189,11 +189,11 @@ def test_images_leave_the_batch_when_their_beams_end(monkeypatch, leave_when):
     dec.step = counting_step
     batched = beam_search(dec, feats, **kw)
     del dec.step
-    assert rows_per_step[0] == 8 * 3
-    assert rows_per_step == sorted(rows_per_step, reverse=True)
+    assert rows_per_step[:2] == [8, 8 * 3]  # the first step once per image, then K beams each
+    assert rows_per_step[1:] == sorted(rows_per_step[1:], reverse=True)
     assert len(rows_per_step) == 15  # some images ran to max_len
     if leave_when == 1:  # only once every image has ended, i.e. never before max_len here
-        assert set(rows_per_step) == {8 * 3}
+        assert set(rows_per_step[1:]) == {8 * 3}
     else:  # images left at two or more different steps
         assert len(set(rows_per_step)) > 2
     for b in range(8):
@@ -207,3 +207,82 @@ def test_images_leave_the_batch_when_their_beams_end(monkeypatch, leave_when):
 def test_max_len_must_be_positive():
     with pytest.raises(ValueError, match="max_len"):
         beam_search(tiny_decoder().eval(), torch.randn(1, 16, 8), start_id=START, end_id=END, pad_id=PAD, max_len=0)
+
+
+def _reference_beam(dec, feats, *, beam_size, max_len, min_len=1, length_penalty=0.0, n_best=1):
+    """Beam search for one image written the slow, obvious way: a Python list of hypotheses,
+    each stepped on its own, finished ones competing with live candidates for the K slots."""
+    keys, state = dec.prepare(feats), dec.init_state(feats)
+    beams = [([], 0.0, state, [], False)]  # tokens, score, state, alphas, finished
+    for t in range(max_len):
+        cands = []
+        for toks, score, st, alps, fin in beams:
+            if fin:
+                cands.append((toks, score, st, alps, True))
+                continue
+            with torch.no_grad():
+                out = dec.step(torch.tensor([toks[-1] if toks else START]), st, feats, keys)
+            logp = out.logits[0].log_softmax(0)
+            for w in range(logp.numel()):
+                if w in (START, PAD) or (w == END and t < min_len):
+                    continue
+                cands.append((toks + [w], score + float(logp[w]), out.state, alps + [out.alpha[0]], w == END))
+        beams = sorted(cands, key=lambda c: -c[1])[:beam_size]
+        if all(b[4] for b in beams):
+            break
+    def ranked(b):
+        return b[1] / len(b[0]) ** length_penalty
+    out = []
+    for toks, score, _, alps, _ in sorted(beams, key=lambda b: -ranked(b))[:n_best]:
+        words = toks[:-1] if toks and toks[-1] == END else toks
+        out.append((words, score, torch.stack(alps[:len(words)]) if words else torch.empty(0, 16)))
+    return out
+
+
+@pytest.mark.parametrize("beam_size,length_penalty,vocab_size", [(3, 0.0, 12), (4, 0.7, 12), (8, 0.0, 6)])
+def test_beam_search_matches_a_plain_reference(beam_size, length_penalty, vocab_size):
+    """The batched search (first step once per image, images settled early, leaving the batch)
+    finds exactly the hypotheses of the plain one-hypothesis-at-a-time search; beam 8 over a
+    6-word vocabulary exercises the path where the first step cannot fill K slots from one row."""
+    torch.manual_seed(5)
+    dec = tiny_decoder(vocab_size=vocab_size).eval()
+    with torch.no_grad():
+        dec.L_o.bias[END] += 1.0
+    feats = torch.randn(6, 16, 8) * torch.linspace(0.5, 3, 6).view(6, 1, 1)
+    n_best = 2
+    got = beam_search(dec, feats, start_id=START, end_id=END, pad_id=PAD, beam_size=beam_size, max_len=9,
+                      length_penalty=length_penalty, n_best=n_best)
+    for b in range(6):
+        want = _reference_beam(dec, feats[b:b + 1], beam_size=beam_size, max_len=9,
+                               length_penalty=length_penalty, n_best=n_best)
+        assert [h.tokens for h in got[b]] == [w[0] for w in want]
+        assert [h.score for h in got[b]] == pytest.approx([w[1] for w in want], abs=1e-5)
+        for h, w in zip(got[b], want):
+            assert torch.allclose(h.alphas, w[2], atol=1e-5)
+
+
+def test_settled_images_stop_early_with_the_same_result(monkeypatch):
+    """With length_penalty 0 an image stops once its n_best best slots have ended above every
+    live one: fewer decoder rows, and exactly the hypotheses of running every beam to <end>."""
+    import captioner.search as search
+
+    torch.manual_seed(4)
+    dec = tiny_decoder(vocab_size=12).eval()
+    with torch.no_grad():
+        dec.L_o.bias[END] += 0.6  # most images settle within 3 steps; one runs to max_len
+    feats = torch.randn(8, 16, 8) * torch.linspace(0.5, 4, 8).view(8, 1, 1)
+    kw = dict(start_id=START, end_id=END, pad_id=PAD, beam_size=4, max_len=20, n_best=2)
+    step = dec.step
+    results, rows = {}, {}
+    for early in (False, True):
+        monkeypatch.setattr(search, "_SETTLE_EARLY", early)
+        counted = []
+        dec.step = lambda tokens, *a, counted=counted: (counted.append(tokens.size(0)), step(tokens, *a))[1]
+        results[early] = beam_search(dec, feats, **kw)
+        rows[early] = sum(counted)
+        del dec.step
+    assert rows[True] < 0.5 * rows[False]
+    for a, b in zip(results[False], results[True]):
+        assert [h.tokens for h in a] == [h.tokens for h in b]
+        assert [h.score for h in a] == [h.score for h in b]
+        assert all(torch.equal(x.alphas, y.alphas) for x, y in zip(a, b))
