@@ -16,20 +16,18 @@ from fake_cache import write_cache
 from models import SCENES_WORDS, Sizes, default_config, numbered_vocab, random_records, recipe_config
 
 
-def recipe_data(sizes: Sizes, work: Path, cache_cls: type[FeatureCache] = FeatureCache
-                ) -> tuple[Vocab, CaptionDataset]:
+def recipe_data(sizes: Sizes, work: Path) -> tuple[Vocab, CaptionDataset]:
     """V = sizes.vocab, and a CaptionDataset over a (N, P, 2048) fp16 cache, N = sizes.cache_images."""
     vocab = numbered_vocab(sizes.vocab)
     records = random_records(sizes.cache_images, vocab, sizes.words)
     cache = write_cache(work / "cache-recipe", records, recipe_config(sizes), dim=2048)
-    return vocab, CaptionDataset(records, vocab, cache_cls(cache.data_path, cache.meta), max_len=50)
+    return vocab, CaptionDataset(records, vocab, FeatureCache(cache.data_path, cache.meta), max_len=50)
 
 
-def default_data(sizes: Sizes, n: int, work: Path, cache_cls: type[FeatureCache] = FeatureCache
-                 ) -> tuple[Vocab, CaptionDataset]:
+def default_data(sizes: Sizes, n: int, work: Path) -> tuple[Vocab, CaptionDataset]:
     """The default model's shapes: the scenes vocabulary and a (n, P, 320) fp16 cache."""
     vocab = Vocab([*SPECIALS, *SCENES_WORDS])
     records = random_records(n, vocab, sizes.memory_words)
     config = dataclasses.replace(default_config().model, grid=sizes.memory_grid)
     cache = write_cache(work / f"cache-default-{n}", records, config, dim=320)
-    return vocab, CaptionDataset(records, vocab, cache_cls(cache.data_path, cache.meta), max_len=30)
+    return vocab, CaptionDataset(records, vocab, FeatureCache(cache.data_path, cache.meta), max_len=30)

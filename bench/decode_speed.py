@@ -150,30 +150,18 @@ def default_features(dm: DefaultModel, sizes: Sizes, work: Path, timing: bool = 
     return cap.model.decoder, feats.clone(), figs
 
 
-def beam_fix_figures(sizes: Sizes, work: Path, beam: int = 5) -> list[Figure]:
-    """K=5 in fresh processes, with glibc's default allocator behaviour and with freed memory
-    kept. (Beams sharing their image's features, once a prototype here, is now upstream.)"""
+def fresh_process_figures(sizes: Sizes, work: Path, beam: int = 5) -> list[Figure]:
+    """Batched / one-by-one at K=5 again, each model in a fresh process of its own."""
     figs = []
     for model in ("default", "resnet101") if not sizes.quick else ("resnet101",):
-        res = {m: run_child(worker_cmd("beam-fix", "--model", "recipe" if model == "resnet101" else "default",
-                                       "--malloc", m, "--beam", str(beam), "--work", str(work),
-                                       *(["--quick"] if sizes.quick else []))).last_json()
-               for m in ("default", "keep")}
-        base = res["default"]["current"]
-        for m, search in (("default", "current"), ("keep", "current")):
-            r = res[m][search]
-            label = {("default", "current"): "fresh_process", ("keep", "current"): "fix_keep_freed_memory"}[(m, search)]
-            name = f"decode.{model}.beam{beam}.{label}"
-            figs += [
-                Figure(f"{name}.batched_over_one_by_one", r["one_by_one_s"] / r["batched_s"], "x",
-                       note=f"{res[m]['images']} images; batched {r['batched_s']:.3f} s "
-                            f"({r['faults_per_batched_call']:.0f} page faults/call), one-by-one {r['one_by_one_s']:.3f} s"
-                            + ("" if res[m]["same_captions"] else "; **captions differ**")),
-                Figure(f"{name}.batched_speedup", base["batched_s"] / r["batched_s"], "x",
-                       note="batched time of the current code in a fresh process / this"),
-            ]
-        log(f"decoding fixes {model}: batched / one-by-one " + ", ".join(
-            f"{f.name.split('.')[3]} {f.value:.2f}" for f in figs[-4::2]))
+        r = run_child(worker_cmd("beam-fresh", "--model", "recipe" if model == "resnet101" else "default",
+                                 "--beam", str(beam), "--work", str(work),
+                                 *(["--quick"] if sizes.quick else []))).last_json()
+        figs.append(Figure(f"decode.{model}.beam{beam}.fresh_process.batched_over_one_by_one",
+                           r["one_by_one_s"] / r["batched_s"], "x",
+                           note=f"{r['images']} images; batched {r['batched_s']:.3f} s "
+                                f"({r['faults_per_batched_call']:.0f} page faults/call), one-by-one {r['one_by_one_s']:.3f} s"))
+        log(f"decoding {model} in a fresh process: batched / one-by-one {figs[-1].value:.2f}")
     return figs
 
 
@@ -196,7 +184,7 @@ def run(sizes: Sizes, dm: DefaultModel, work: Path) -> tuple[list[Figure], list[
                             f"{sizes.decode_max_len} steps")
     figs += f + attention_slices_figure("resnet101", rdec, rfeats, 5, rounds=5 * sizes.decode_repeats)
 
-    figs += beam_fix_figures(sizes, work)
+    figs += fresh_process_figures(sizes, work)
 
     # Scaling: batched seconds against T (at K=3) and K (at T=decode_max_len).
     rows = []

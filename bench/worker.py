@@ -29,34 +29,27 @@ def cmd_cached_train(args: argparse.Namespace) -> dict:
     """Build what `captioner train` builds for cached training and run it for a while."""
     import torch
 
-    from captioner.features import FeatureCache
     from captioner.model import CaptionModel
 
     from cached_data import default_data, recipe_data
     from models import Sizes, default_config, recipe_config
-    from proto_cache import PreadFeatureCache
     from train_speed import CachedTrainer
 
     torch.manual_seed(0)
     sizes = Sizes.tiny() if args.quick else Sizes.full()
-    cache_cls = PreadFeatureCache if args.reader == "pread" else FeatureCache
     if args.model == "recipe":
-        vocab, dataset = recipe_data(sizes, Path(args.work), cache_cls)
+        vocab, dataset = recipe_data(sizes, Path(args.work))
         config = recipe_config(sizes)
     else:
-        vocab, dataset = default_data(sizes, args.images, Path(args.work), cache_cls)
+        vocab, dataset = default_data(sizes, args.images, Path(args.work))
         config = default_config().model
     model = CaptionModel(config=config, vocab_size=len(vocab))
     amp = torch.bfloat16 if args.amp == "bf16" else None
     trainer = CachedTrainer(model.decoder, dataset, args.batch, amp_dtype=amp)
     steps = math.ceil(len(dataset) / args.batch) if args.epoch else args.steps
     t = time.perf_counter()
-    if args.train:
-        for _ in range(steps):
-            trainer.step()
-    else:  # the input path alone: every batch of the epoch, no model
-        for _ in range(steps):
-            next(trainer.batches)
+    for _ in range(steps):
+        trainer.step()
     return {"steps": steps, "seconds": time.perf_counter() - t, "items": len(dataset), **proc_status()}
 
 
@@ -90,26 +83,9 @@ def cmd_startup_phases(args: argparse.Namespace) -> dict:
     return {"phases": phases, "since_interpreter_start": time.perf_counter() - t_process}
 
 
-def keep_freed_memory() -> bool:
-    """glibc: serve big blocks from the heap and never trim it, so freed tensors are reused.
-
-    By default glibc mmaps each block over its (adaptive, at most 32 MB) threshold and unmaps
-    it on free, so every step's large temporaries come back as fresh zeroed pages.
-    """
-    import ctypes
-
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return False
-    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
-    return bool(libc.mallopt(M_MMAP_THRESHOLD, 1 << 30) and libc.mallopt(M_TRIM_THRESHOLD, 1 << 30))
-
-
-def cmd_beam_fix(args: argparse.Namespace) -> dict:
-    """Batched and one-by-one beam search with one allocator setting (the shared-features
-    prototype that used to be compared here is now `captioner.search.beam_search` itself)."""
-    kept = keep_freed_memory() if args.malloc == "keep" else False
+def cmd_beam_fresh(args: argparse.Namespace) -> dict:
+    """Batched and one-by-one beam search in a fresh process (no earlier benchmark's
+    allocations or warm caches), with the page faults of a batched call."""
     import resource
 
     from captioner.search import beam_search
@@ -127,22 +103,13 @@ def cmd_beam_fix(args: argparse.Namespace) -> dict:
         decoder, feats = without_end(recipe_decoder(sizes), end_id=2), recipe_features(sizes, sizes.decode_images)
         max_len = sizes.decode_max_len
     kw = dict(start_id=1, end_id=2, pad_id=0, beam_size=args.beam, max_len=max_len)
-    out: dict = {"malloc_kept": kept}
-    same = True
-    for name, search in (("current", beam_search),):
-        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-        t_batch = median(repeat(lambda: search(decoder, feats, **kw), repeats=sizes.decode_repeats))
-        faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults) / (sizes.decode_repeats + 1)
-        search(decoder, feats[:1], **kw)
-        t_single = sum(timed(lambda i=i: search(decoder, feats[i:i + 1], **kw)) for i in range(feats.size(0)))
-        out[name] = {"batched_s": t_batch, "one_by_one_s": t_single, "faults_per_batched_call": faults}
-        hyps = [h[0].tokens for h in search(decoder, feats, **kw)]
-        same = same and (name == "current" or hyps == out["current_tokens"])
-        out.setdefault("current_tokens", hyps)
-    out.pop("current_tokens")
-    out["same_captions"] = same
-    out["images"] = int(feats.size(0))
-    return out
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    t_batch = median(repeat(lambda: beam_search(decoder, feats, **kw), repeats=sizes.decode_repeats))
+    faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults) / (sizes.decode_repeats + 1)
+    beam_search(decoder, feats[:1], **kw)
+    t_single = sum(timed(lambda i=i: beam_search(decoder, feats[i:i + 1], **kw)) for i in range(feats.size(0)))
+    return {"batched_s": t_batch, "one_by_one_s": t_single, "faults_per_batched_call": faults,
+            "images": int(feats.size(0))}
 
 
 def main() -> None:
@@ -154,9 +121,7 @@ def main() -> None:
     p.add_argument("--batch", type=int, required=True)
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--epoch", action="store_true", help="one full epoch instead of --steps")
-    p.add_argument("--no-train", dest="train", action="store_false", help="read the batches only")
     p.add_argument("--amp", choices=("none", "bf16"), default="none")
-    p.add_argument("--reader", choices=("memmap", "pread"), default="memmap")
     p.add_argument("--work", required=True)
     p.add_argument("--quick", action="store_true")
     p.set_defaults(func=cmd_cached_train)
@@ -164,13 +129,12 @@ def main() -> None:
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--image", required=True)
     p.set_defaults(func=cmd_startup_phases)
-    p = sub.add_parser("beam-fix")
+    p = sub.add_parser("beam-fresh")
     p.add_argument("--model", choices=("recipe", "default"), required=True)
-    p.add_argument("--malloc", choices=("default", "keep"), default="default")
     p.add_argument("--beam", type=int, default=5)
     p.add_argument("--work", required=True)
     p.add_argument("--quick", action="store_true")
-    p.set_defaults(func=cmd_beam_fix)
+    p.set_defaults(func=cmd_beam_fresh)
     args = parser.parse_args()
     print(json.dumps(args.func(args)), flush=True)
 

@@ -21,8 +21,8 @@ EXPECTED = {
     *(f"decode.{m}.beam{k}.{kind}" for m in ("default", "resnet101") for k in (1, 3, 5)
       for kind in ("batched", "one_by_one", "batched_over_one_by_one")),
     "startup.cold_start_caption", "startup.phase.import_torch",
-    "memory.caption_peak_rss", "memory.cached_train_growth", "memory.cached_train_growth_pread",
-    "profile.fix_hoisted_readout_speedup", "bench.total_time",
+    "memory.caption_peak_rss", "memory.cached_train_growth", "profile.beam5_profiled",
+    "decode.resnet101.beam5.fresh_process.batched_over_one_by_one", "bench.total_time",
 }
 JUDGED = {"train.b_over_a", "decode.default.beam5.batched_over_one_by_one",
           "decode.resnet101.beam5.batched_over_one_by_one", "startup.cold_start_caption",
