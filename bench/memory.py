@@ -2,7 +2,7 @@
 
 Every figure is the peak RSS of one fresh child process (common.run_child). For cached
 training the child also reports, at its end, how much of its RSS is anonymous memory (heap:
-model, optimizer, batches) and how much is file-backed (memmapped cache pages it touched), which
+model, optimizer, batches) and how much is file-backed (mapped files: libraries, the checkpoint), which
 says where any growth comes from. (Two fixes once measured here as prototypes, cache rows read
 with pread and the CNN run on 4 images per call, are now in captioner itself, so this measures
 them as the product runs.)

@@ -2,7 +2,7 @@
 
 (a) frozen encoder in the loop: every step runs ResNet-101 on the images (under no_grad), then
     trains the decoder;
-(b) decoder from the feature cache: (P, E) rows come from a real FeatureCache memmap through
+(b) decoder from the feature cache: (P, E) rows come from a real FeatureCache (pread) through
     CaptionDataset + collate_captions + DataLoader, the training loop's own input path;
 (c) fine-tuning layer4 (finetune_blocks=1) with its own encoder learning rate.
 
@@ -137,7 +137,7 @@ def run(sizes: Sizes, work: Path) -> tuple[list[Figure], list[dict]]:
     figs = [
         Figure("train.a_frozen_encoder_in_loop", B / t_a, "captions/s", note=steps_note + f"; {t_a:.2f} s/step"),
         Figure("train.b_cached_features", B / t_b, "captions/s",
-               note=f"FeatureCache memmap + CaptionDataset + DataLoader; median of "
+               note=f"FeatureCache (pread) + CaptionDataset + DataLoader; median of "
                     f"{len(times[fp32]) - warm} steps; {t_b:.3f} s/step"),
         Figure("train.c_finetune_layer4", B / t_c, "captions/s", note=f"{t_c:.2f} s/step"),
         judged("train.b_over_a", t_a / t_b, "x", ">=", 10, "ratio of median step times, same run"),
