@@ -121,7 +121,7 @@ def beam_search(decoder: Decoder, features: torch.Tensor, *, start_id: int, end_
         raise ValueError(f"n_best must be in 1..beam_size, got {n_best}")
     if max_len < 1:
         raise ValueError(f"max_len must be at least 1, got {max_len}")
-    B, P, _ = features.shape
+    B = features.size(0)
     K = beam_size
     device = features.device
     keys = decoder.prepare(features)
