@@ -182,9 +182,10 @@ def beam_search(decoder: Decoder, features: torch.Tensor, *, start_id: int, end_
         leaving = ended.nonzero().view(-1)  # (n,)
         slots = (leaving.unsqueeze(1) * K + torch.arange(K, device=device)).view(-1)  # (n*K,)
         toks, alps = _backtrack(trail, slots)  # (n*K, t+1), (n*K, t+1, P)
+        ids = alive.tolist()
         for i, j in enumerate(leaving.tolist()):
             rows = slice(i * K, (i + 1) * K)
-            done[int(alive[j])] = (toks[rows], alps[rows], scores[j].clone(), lengths[j * K:(j + 1) * K].clone())
+            done[ids[j]] = (toks[rows], alps[rows], scores[j].clone(), lengths[j * K:(j + 1) * K].clone())
         keep = ~ended  # (Ba,)
         if not bool(keep.any()):
             break
