@@ -63,6 +63,11 @@ class ModelConfig:
             raise ConfigError(f"model.dropout: must be in [0, 1), got {self.dropout}")
         if self.finetune_blocks < 0:
             raise ConfigError(f"model.finetune_blocks: must be >= 0, got {self.finetune_blocks}")
+        side = -(-self.image_size // 32)  # every backbone has stride 32 (TF-"SAME": rounded up)
+        if self.grid > side:
+            raise ConfigError(f"model.grid: {self.grid} is more regions per side than the {side} x {side} "
+                              f"map a {self.image_size} px image gives (stride 32); use at most {side} "
+                              f"or a larger model.image_size")
 
 
 @dataclass(frozen=True)
@@ -88,6 +93,9 @@ class DataConfig:
             raise ConfigError(f"data.val_fraction: must be in (0, 1), got {self.val_fraction}")
         if self.max_len < 1 or self.min_word_freq < 1:
             raise ConfigError("data.max_len and data.min_word_freq must be >= 1")
+        for name in ("num_workers", "max_val_images"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"data.{name}: must be >= 0, got {getattr(self, name)}")
 
 
 @dataclass(frozen=True)
@@ -124,9 +132,27 @@ class TrainConfig:
             raise ConfigError(f"train.amp: {self.amp!r} is not 'none', 'bf16' or 'fp16'")
         if self.epochs < 0 or self.batch_size < 1:
             raise ConfigError("train.epochs must be >= 0 and train.batch_size >= 1")
-        for name in ("val_beam_size", "val_max_len"):
+        for name in ("val_beam_size", "val_max_len", "log_every", "patience"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"train.{name}: must be >= 1, got {getattr(self, name)}")
+        for name in ("decoder_lr", "encoder_lr"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"train.{name}: must be positive, got {getattr(self, name)}")
+        for name in ("weight_decay", "grad_clip", "alpha_c", "save_every", "lr_decay_patience"):
+            if not getattr(self, name) >= 0:
+                raise ConfigError(f"train.{name}: must be >= 0, got {getattr(self, name)}")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ConfigError(f"train.label_smoothing: must be in [0, 1), got {self.label_smoothing}")
+        if not 0.0 < self.lr_decay_factor < 1.0:
+            raise ConfigError(f"train.lr_decay_factor: must be in (0, 1), got {self.lr_decay_factor}")
+        if not _is_device_name(self.device):
+            raise ConfigError(f"train.device: {self.device!r} is not auto, cpu, cuda or cuda:N")
+
+
+def _is_device_name(name: str) -> bool:
+    """auto, cpu, cuda or cuda:N; whether that device exists is checked when training starts."""
+    kind, _, index = name.partition(":")
+    return name in ("auto", "cpu", "cuda") or (kind == "cuda" and index.isdigit())
 
 
 @dataclass(frozen=True)
@@ -202,6 +228,10 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
                 raw = tomllib.load(f)
         except FileNotFoundError:
             raise ConfigError(f"{path}: config file not found") from None
+        except IsADirectoryError:
+            raise ConfigError(f"{path}: is a directory, not a config file") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"{path}: not a TOML text file (it is not UTF-8)") from None
         except tomllib.TOMLDecodeError as err:
             raise ConfigError(f"{path}: invalid TOML: {err}") from None
     for item in overrides:

@@ -27,6 +27,16 @@ def test_toml_and_overrides(tmp_path):
     ("[model]\nscorer = 'cosine'\n", "model.scorer"),
     ("[model\n", "invalid TOML"),
     ("[train]\nval_max_len = 0\n", "train.val_max_len: must be >= 1"),
+    ("[train]\nlog_every = 0\n", "train.log_every: must be >= 1"),
+    ("[train]\npatience = 0\n", "train.patience: must be >= 1"),
+    ("[train]\ndecoder_lr = -1.0\n", "train.decoder_lr: must be positive"),
+    ("[train]\nlr_decay_factor = 2.0\n", r"train.lr_decay_factor: must be in \(0, 1\)"),
+    ("[train]\nlabel_smoothing = 1.0\n", r"train.label_smoothing: must be in \[0, 1\)"),
+    ("[train]\nalpha_c = -0.1\n", "train.alpha_c: must be >= 0"),
+    ("[train]\ndevice = 'foo'\n", "train.device: 'foo' is not auto, cpu, cuda or cuda:N"),
+    ("[data]\nnum_workers = -1\n", "data.num_workers: must be >= 0"),
+    ("[data]\nmax_val_images = -1\n", "data.max_val_images: must be >= 0"),
+    ("[model]\nimage_size = 64\ngrid = 1000\n", "model.grid: 1000 is more regions per side than the 2 x 2 map"),
 ])
 def test_errors_name_the_file_and_key(tmp_path, text, message):
     path = tmp_path / "bad.toml"
@@ -67,3 +77,20 @@ def test_no_config_means_the_default_models_settings():
     assert (defaults.train.alpha_c, defaults.train.metric) == (1.0, "CIDEr-D")
     assert (scenes.train.alpha_c, scenes.train.metric) == (0.1, "object-F1") and scenes.data.instances
     assert replace(defaults.train, alpha_c=0.1, metric="object-F1") == scenes.train
+
+
+def test_unreadable_config_files_are_config_errors(tmp_path):
+    with pytest.raises(ConfigError, match="is a directory, not a config file"):
+        load_config(tmp_path)
+    binary = tmp_path / "weights.toml"
+    binary.write_bytes(bytes(range(128, 256)))
+    with pytest.raises(ConfigError, match="weights.toml: not a TOML text file"):
+        load_config(binary)
+
+
+def test_device_names():
+    for ok in ("auto", "cpu", "cuda", "cuda:1"):
+        assert load_config(None, [f"train.device={ok}"]).train.device == ok
+    for bad in ("gpu", "cuda:", "cuda:x", "cpu:0"):
+        with pytest.raises(ConfigError, match="train.device"):
+            load_config(None, [f"train.device={bad}"])

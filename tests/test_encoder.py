@@ -13,7 +13,7 @@ ESPRESSO = 967  # ImageNet class index
 def test_lite0_port_classifies_coffee_as_espresso():
     skdata = pytest.importorskip("skimage.data")
     net = load_lite0_imagenet(EfficientNetLite0()).eval()
-    pre = preprocess_for(ModelConfig(image_size=224))
+    pre = preprocess_for(ModelConfig(image_size=224, grid=7))
     x = pre(Image.fromarray(skdata.coffee())).unsqueeze(0)  # (1, 3, 224, 224)
     with torch.no_grad():
         probs = net(x).softmax(dim=1)[0]
@@ -22,7 +22,7 @@ def test_lite0_port_classifies_coffee_as_espresso():
 
 
 def test_lite_preprocessing_matches_tf_scaling():
-    pre = preprocess_for(ModelConfig(image_size=8))
+    pre = preprocess_for(ModelConfig(image_size=8, grid=1))
     img = Image.fromarray(np.full((8, 8, 3), 200, dtype=np.uint8))
     assert torch.allclose(pre(img), torch.full((3, 8, 8), (200 - 127) / 128), atol=1e-5)
 
@@ -31,17 +31,17 @@ def test_whole_image_is_resized_not_cropped():
     """A red strip at the far left edge must survive preprocessing (a centre crop drops it)."""
     arr = np.zeros((100, 300, 3), dtype=np.uint8)
     arr[:, :20, 0] = 255
-    x = preprocess_for(ModelConfig(image_size=60))(Image.fromarray(arr))
+    x = preprocess_for(ModelConfig(image_size=60, grid=2))(Image.fromarray(arr))
     assert x.shape == (3, 60, 60)
     assert float(x[0, :, 0].mean()) > float(x[0, :, 30].mean()) + 1.0
 
 
 @pytest.mark.parametrize("layer", ["blocks", "head"])
 def test_lite0_grid_shapes(layer):
-    cfg = ModelConfig(image_size=64, grid=3, feature_layer=layer, pretrained="none")
+    cfg = ModelConfig(image_size=128, grid=3, feature_layer=layer, pretrained="none")
     enc = Encoder(config=cfg).eval()
     with torch.no_grad():
-        out = enc(torch.randn(2, 3, 64, 64))
+        out = enc(torch.randn(2, 3, 128, 128))  # 4 x 4 map pooled to 3 x 3
     assert out.shape == (2, 9, encoder_dim(cfg))
     # 448 px gives the stride-32 14x14 map directly, with no pooling.
     with torch.no_grad():
