@@ -8,15 +8,25 @@ from __future__ import annotations
 import argparse
 import glob
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
 EXIT_OK, EXIT_PARTIAL, EXIT_USAGE = 0, 1, 2
+#: Widest beam the commands accept.
+MAX_BEAM = 1000
 
 
 def _error(message: str) -> None:
     print(f"captioner: error: {message}", file=sys.stderr)
+
+
+def _describe(err: BaseException) -> str:
+    """One line for an error: OSErrors as 'FILE: reason' (str() would add '[Errno 30]')."""
+    if isinstance(err, OSError) and err.filename is not None and err.strerror:
+        return f"{err.filename}: {err.strerror}"
+    return str(err)
 
 
 # --------------------------------------------------------------------------- caption
@@ -92,8 +102,12 @@ def cmd_caption(args: argparse.Namespace) -> int:
                     n += 1
                     stem = f"{path.stem}-{n}"
                 used_stems.add(stem)
-                write_overlays(overlay_dir, stem, image, result.tokens, result.alphas,
-                               png=True, gif=args.gif, html=args.html, caption=result.text)
+                try:
+                    write_overlays(overlay_dir, stem, image, result.tokens, result.alphas,
+                                   png=True, gif=args.gif, html=args.html, caption=result.text)
+                except OSError as err:  # a full disk or a read-only folder: the captions go on
+                    print(f"{path}: overlay not written: {_describe(err)}", file=sys.stderr)
+                    failed += 1
     return EXIT_PARTIAL if failed else EXIT_OK
 
 
@@ -117,7 +131,11 @@ def _add_caption(sub: argparse._SubParsersAction) -> None:
 def cmd_scenes(args: argparse.Namespace) -> int:
     from .scenes import generate_scenes
 
-    summary = generate_scenes(args.out, args.num_images, args.seed, size=args.size, novel=args.novel)
+    try:
+        summary = generate_scenes(args.out, args.num_images, args.seed, size=args.size, novel=args.novel)
+    except ValueError as err:  # out-of-range --seed or --size, named by the message
+        _error(str(err))
+        return EXIT_USAGE
     print(json.dumps({"out": str(summary.out), "num_images": summary.num_images,
                       "splits": summary.split_counts}))
     return EXIT_OK
@@ -155,7 +173,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     config = _train_config(args)
     summary = train(config, args.out, resume=args.resume)
     print(json.dumps({"out": str(summary.out_dir), "epochs": summary.epochs_completed, "steps": summary.steps,
-                      "best_" + config.train.metric: summary.best_score, "best_epoch": summary.best_epoch,
+                      "best_" + config.train.metric: summary.best_score if math.isfinite(summary.best_score) else None,
+                      "best_epoch": summary.best_epoch,
                       "stopped_early": summary.stopped_early, "skipped_images": summary.skipped_images}))
     return EXIT_OK
 
@@ -316,8 +335,10 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     from .image import ImageLoadError
     from .metrics import MetricsInputError
 
+    # OSError: files that cannot be read or written (missing, a directory, no permission, a
+    # read-only or full disk), whether inputs or outputs.
     return (CheckpointError, ConfigError, ImageLoadError, AnnotationError, MetricsInputError,
-            GroundingInputError, FileNotFoundError)
+            GroundingInputError, OSError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -326,10 +347,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name in getattr(args, "positive", ()):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    if getattr(args, "beam_size", 0) > MAX_BEAM:
+        parser.error(f"--beam-size must be at most {MAX_BEAM} (each step holds beam x vocabulary scores "
+                     f"per image in memory)")
+    if getattr(args, "workers", 0) < 0:
+        parser.error("--workers must be at least 0")
     try:
         return args.func(args)
     except _expected_errors() as err:
-        _error(str(err))
+        _error(_describe(err))
         return EXIT_USAGE
     except KeyboardInterrupt:
         _error("interrupted")

@@ -7,6 +7,7 @@ scenes whether it names the right "<color> <shape>" objects.
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sys
@@ -57,6 +58,8 @@ def evaluate(cap: Captioner, data: str | os.PathLike, images: str | os.PathLike 
              num_workers: int = 0, grounding: str | os.PathLike | None = None,
              results_path: str | os.PathLike | None = None, java: bool | None = None) -> EvalReport:
     warnings: list[str] = []
+    if results_path and Path(results_path).is_dir():  # found now, not after captioning the split
+        raise IsADirectoryError(errno.EISDIR, "is a directory; --results takes a file name", str(results_path))
     fmt = detect_format(data)
     records = load_records(data, images)
     if fmt == "karpathy":

@@ -511,6 +511,8 @@ def _read_json(path: str | os.PathLike[str]) -> Any:
             return json.load(fh)
     except FileNotFoundError:
         raise MetricsInputError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise MetricsInputError(f"{path}: is a directory, not a JSON file") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise MetricsInputError(f"{path}: not valid JSON ({err})") from None
 

@@ -324,3 +324,34 @@ def test_overlay_names_never_collide(capsys, tiny_checkpoint, scene_paths, tmp_p
     out_dir = tmp_path / "overlays"
     json_run(capsys, inputs, tiny_checkpoint, "--overlay-dir", str(out_dir))
     assert len(list(out_dir.glob("*.png"))) == 3
+
+
+def test_an_overlay_that_cannot_be_written_fails_alone(capsys, tiny_checkpoint, scene_paths, tmp_path,
+                                                       monkeypatch):
+    import errno
+
+    import captioner.overlay
+
+    real = captioner.overlay.write_overlays
+
+    def disk_full_for_the_first(out_dir, stem, *args, **kwargs):
+        if stem == scene_paths[0].stem:
+            raise OSError(errno.ENOSPC, "No space left on device", str(out_dir / f"{stem}.png"))
+        return real(out_dir, stem, *args, **kwargs)
+
+    monkeypatch.setattr(captioner.overlay, "write_overlays", disk_full_for_the_first)
+    out_dir = tmp_path / "overlays"
+    code, out, err = run_cli(capsys, scene_paths[0], scene_paths[1], "--checkpoint", tiny_checkpoint,
+                             "--overlay-dir", out_dir, *FAST)
+    assert code == 1 and len(out) == 2  # both captioned
+    assert err == [f"{scene_paths[0]}: overlay not written: {out_dir / scene_paths[0].stem}.png: "
+                   f"No space left on device"]
+    assert [p.name for p in out_dir.iterdir()] == [f"{scene_paths[1].stem}.png"]
+
+
+def test_unusable_overlay_dir_and_huge_beam_are_one_line_errors(capsys, tiny_checkpoint, scene_paths, tmp_path):
+    a_file = tmp_path / "taken"
+    a_file.write_text("")
+    code, out, err = run_cli(capsys, scene_paths[0], "--checkpoint", tiny_checkpoint, "--overlay-dir", a_file, *FAST)
+    assert code == 2 and out == [] and err == [f"captioner: error: {a_file}: File exists"]
+    assert "--beam-size must be at most 1000" in usage_error(capsys, scene_paths[0], "--beam-size", "100000000")

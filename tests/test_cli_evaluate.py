@@ -90,6 +90,8 @@ def test_score_rejects_unknown_ids_and_bad_files(scenes, tmp_path, capsys):
     results.write_text("[{")
     code = main(["score", "--references", str(scenes / "captions.json"), "--results", str(results), "--no-java"])
     assert code == 2 and "r.json" in capsys.readouterr().err
+    code = main(["score", "--references", str(scenes / "captions.json"), "--results", str(tmp_path), "--no-java"])
+    assert code == 2 and f"{tmp_path}: is a directory, not a JSON file" in capsys.readouterr().err
 
 
 def test_evaluate_unknown_split_is_a_clear_error(scenes, checkpoint, capsys):
@@ -100,3 +102,13 @@ def test_evaluate_unknown_split_is_a_clear_error(scenes, checkpoint, capsys):
     code = main(["evaluate", "--data", str(scenes / "dataset.json"), "--split", "restval", "--checkpoint",
                  str(checkpoint), "--no-java"])
     assert code == 2 and "no images in split 'restval'" in capsys.readouterr().err
+
+
+def test_evaluate_refuses_a_results_directory_before_captioning(scenes, checkpoint, tmp_path, capsys):
+    code = main(["evaluate", "--data", str(scenes / "dataset.json"), "--checkpoint", str(checkpoint),
+                 "--results", str(tmp_path), "--no-java"])
+    err = capsys.readouterr().err
+    assert code == 2 and err == f"captioner: error: {tmp_path}: is a directory; --results takes a file name\n"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["evaluate", "--data", str(scenes / "dataset.json"), "--workers", "-1"])
+    assert exit_info.value.code == 2 and "--workers must be at least 0" in capsys.readouterr().err

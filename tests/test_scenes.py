@@ -178,3 +178,11 @@ def test_bad_arguments(tmp_path):
         generate_scenes(tmp_path, 2, seed=0, split_fractions=(0.5, 0.5, 0.5))
     with pytest.raises(ValueError, match="num_images"):
         generate_scenes(tmp_path, 0, seed=0)
+
+
+def test_cli_bad_arguments_are_one_line_exit_2(tmp_path, capsys):
+    from captioner.cli import main
+
+    assert main(["scenes", "--out", str(tmp_path / "s"), "--num-images", "2", "--seed", "-1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("captioner: error: ") and "seed" in err and "Traceback" not in err
