@@ -64,6 +64,8 @@ def save_checkpoint(path: str | Path, *, model: CaptionModel, config: Config, vo
     ckpt = {"model": {k: v.detach().cpu() for k, v in state.items()}, "config": config.to_dict(),
             "vocab": vocab.to_list(), "epoch": int(epoch), "step": int(step),
             "encoder_in_state": with_encoder, **extra}
+    if path.is_dir():
+        raise CheckpointError(f"{path}: is a directory; give a file name, such as {path / 'model.pt'}")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -77,6 +79,16 @@ def save_checkpoint(path: str | Path, *, model: CaptionModel, config: Config, vo
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def remove_leftover_temps(path: str | Path) -> int:
+    """Delete the temp files (`.NAME.*.tmp` beside `path`) that an atomic write of `path` leaves
+    when its process is killed before the rename; returns how many were removed."""
+    path = Path(path)
+    leftovers = list(path.parent.glob(f".{path.name}.*.tmp")) if path.parent.is_dir() else []
+    for tmp in leftovers:
+        tmp.unlink(missing_ok=True)
+    return len(leftovers)
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -100,6 +112,15 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 
 def build_model(ckpt: dict[str, Any], source: str = "checkpoint") -> LoadedModel:
     """Rebuild model, vocab and config from a checkpoint dict alone."""
+    shapes = {"config": (dict, "a table of settings"), "vocab": (list, "a list of words"),
+              "model": (dict, "a state_dict of tensors")}
+    for key, (kind, what) in shapes.items():
+        if not isinstance(ckpt[key], kind):
+            raise CheckpointError(f"{source}: '{key}' is a {type(ckpt[key]).__name__}, expected {what}")
+    if not all(isinstance(w, str) for w in ckpt["vocab"]):
+        raise CheckpointError(f"{source}: 'vocab' holds non-string entries, expected a list of words")
+    if not all(isinstance(v, torch.Tensor) for v in ckpt["model"].values()):
+        raise CheckpointError(f"{source}: 'model' holds non-tensor values, expected a state_dict of tensors")
     try:
         config = config_from_dict(ckpt["config"], source)
         vocab = Vocab(ckpt["vocab"])

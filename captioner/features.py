@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from .checkpoint import remove_leftover_temps
 from .config import ModelConfig
 from .datasets import EvalDataset, ImageRecord, ImageSource, collate_eval
 from .encoder import Encoder, encoder_dim, preprocess_for
@@ -145,6 +146,7 @@ def build_cache(data_path: Path, meta_path: Path, key: CacheKey, records: Sequen
     source = ImageSource.from_records(records, preprocess_for(config))
     loader = DataLoader(EvalDataset(records, source), batch_size=batch_size, num_workers=num_workers,
                         collate_fn=collate_eval)
+    remove_leftover_temps(data_path)  # a killed build's partial file can be gigabytes
     fd, tmp = tempfile.mkstemp(prefix=f".{data_path.name}.", suffix=".tmp", dir=data_path.parent)
     os.close(fd)
     valid = np.zeros(n, dtype=bool)

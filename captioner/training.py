@@ -27,7 +27,8 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
-from .checkpoint import CheckpointError, load_checkpoint, model_state, save_checkpoint
+from .api import resolve_device
+from .checkpoint import CheckpointError, load_checkpoint, model_state, remove_leftover_temps, save_checkpoint
 from .config import Config, ConfigError, config_from_dict
 from .datasets import (CaptionDataset, EvalDataset, ImageRecord, ImageSource, check_images,
                        collate_captions, collate_eval, detect_format, holdout_split, load_records,
@@ -108,6 +109,8 @@ def make_splits(config: Config) -> Splits:
     if fmt == "folder":
         raise ConfigError(f"{d.data}: a folder of images has no captions; give a COCO or Karpathy json")
     records = load_records(d.data, images)
+    if not records:
+        raise ConfigError(f"{d.data}: the annotation file lists no images")
     if d.val_data:
         val = load_records(d.val_data, d.val_images or None)
         train = select_split(records, "train") if fmt == "karpathy" else records
@@ -121,8 +124,9 @@ def make_splits(config: Config) -> Splits:
                 f"({d.val_fraction:.0%}, deterministic by seed {config.train.seed}) are held out")
     if d.max_val_images:
         val = val[: d.max_val_images]
-    if not train:
-        raise ConfigError(f"{d.data}: no training images")
+    if not any(r.captions for r in train):
+        raise ConfigError(f"{d.data}: none of the {len(train)} training images has a caption"
+                          if train else f"{d.data}: no training images")
     check_images(train)
     check_images(val)
     return Splits(train, val, note)
@@ -130,27 +134,33 @@ def make_splits(config: Config) -> Splits:
 
 # ----------------------------------------------------------------------------- feature cache
 def build_feature_caches(config: Config, splits: Splits, encoder, device: torch.device, dist_info: Dist,
-                         say: Log) -> list[FeatureCache]:
-    """Open (or build, on rank 0) the train and val caches next to the data file."""
+                         say: Log) -> list[tuple[FeatureCache, str]]:
+    """Open (or build, on rank 0) the train and val caches next to the data file; each with
+    what happened ("hit" or why it was built)."""
     cache_dir = Path(config.data.data).resolve().parent / CACHE_DIRNAME
     caches = []
     for name, recs in (("train", splits.train), ("val", splits.val)):
         if dist_info.main:
             bar = tqdm(total=len(recs), desc=f"caching {name} features", unit="img", disable=None, file=sys.stderr)
-            cache, status = open_or_build(recs, config.model, encoder, cache_dir,
-                                          batch_size=config.train.batch_size, device=device,
-                                          num_workers=config.data.num_workers,
-                                          progress=lambda done, n: bar.update(done - bar.n))
-            bar.close()
-            built = "hit" if status == "hit" else f"built ({status})"
-            say(f"feature cache ({name}): {built}, {cache.data_path}")
+            try:
+                cache, status = open_or_build(recs, config.model, encoder, cache_dir,
+                                              batch_size=config.train.batch_size, device=device,
+                                              num_workers=config.data.num_workers,
+                                              progress=lambda done, n: bar.update(done - bar.n))
+            except OSError as err:  # a read-only or full data folder
+                raise ConfigError(f"{err.filename or cache_dir}: cannot write the feature cache ({err.strerror}); "
+                                  f"make the data folder writable, or train from the images with "
+                                  f"--set train.feature_cache=false") from None
+            finally:
+                bar.close()
+            say(f"feature cache ({name}): {_outcome(status)}, {cache.data_path}")
             if cache.errors:
                 say(f"warning: {len(cache.errors)} unreadable {name} images will be skipped, e.g. {cache.errors[0]}")
         if dist_info.world > 1:
             dist.barrier()
         if not dist_info.main:
-            cache, _ = open_or_build(recs, config.model, encoder, cache_dir, device=device)
-        caches.append(cache)
+            cache, status = open_or_build(recs, config.model, encoder, cache_dir, device=device)
+        caches.append((cache, status))
     return caches
 
 
@@ -163,16 +173,13 @@ def cache_features(config: Config, log: Log = _stderr) -> list[tuple[str, str, P
     log(splits.note)
     from .encoder import Encoder
     encoder = Encoder(config=config.model).to(device)
-    statuses: list[str] = []
+    caches = build_feature_caches(config, splits, encoder, device, Dist(), log)
+    return [(name, _outcome(status), cache.data_path) for name, (cache, status) in zip(("train", "val"), caches)]
 
-    def say(message: str) -> None:
-        statuses.append(message)
-        log(message)
 
-    caches = build_feature_caches(config, splits, encoder, device, Dist(), say)
-    infos = [m for m in statuses if m.startswith("feature cache")]
-    return [(name, info.split(": ", 1)[1].split(",")[0], cache.data_path)
-            for name, info, cache in zip(("train", "val"), infos, caches)]
+def _outcome(status: str) -> str:
+    """open_or_build's status -> "hit" or "built (why)"."""
+    return "hit" if status == "hit" else f"built ({status})"
 
 
 # ----------------------------------------------------------------------------- validation
@@ -266,9 +273,7 @@ def _dist_setup(device_name: str) -> tuple[Dist, torch.device]:
         use_cuda = torch.cuda.is_available() and device_name in ("auto", "cuda")
         dist.init_process_group(backend="nccl" if use_cuda else "gloo")
     info = Dist(dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else Dist()
-    if device_name == "auto":
-        device_name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(device_name)
+    device = resolve_device(device_name, field="train.device")
     if device.type == "cuda" and info.world > 1:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)
@@ -285,8 +290,17 @@ class JsonlLog:
                 f.write(json.dumps(record) + "\n")
 
 
+#: What `train` writes into last.pt beyond the model, and resuming needs.
+_TRAINING_STATE = ("optimizer", "scheduler", "scaler", "epoch", "step", "train_state", "rng")
+
+
 def check_resumable(ckpt: dict[str, Any], config: Config, vocab: Vocab, path: Path) -> None:
-    """Refuse a checkpoint whose model config or vocabulary differs from this run's."""
+    """Refuse a checkpoint without training state, or whose model config, vocabulary or
+    (stopped mid-epoch) batch size differs from this run's."""
+    missing = [k for k in _TRAINING_STATE if k not in ckpt]
+    if missing:
+        raise CheckpointError(f"{path}: cannot resume, it has no training state ({', '.join(missing)} missing); "
+                              f"an exported model is not a training checkpoint")
     old = config_from_dict(ckpt["config"], str(path))
     if old.model != config.model:
         diffs = [f"{k}: {getattr(old.model, k)!r} -> {getattr(config.model, k)!r}"
@@ -295,6 +309,12 @@ def check_resumable(ckpt: dict[str, Any], config: Config, vocab: Vocab, path: Pa
     if ckpt["vocab"] != vocab.to_list():
         raise CheckpointError(f"{path}: cannot resume, the vocabulary differs from this data's "
                               f"({len(ckpt['vocab'])} vs {len(vocab)} words); use the same data and min_word_freq")
+    stopped_at = int(ckpt["train_state"]["batch_in_epoch"])
+    if stopped_at and old.train.batch_size != config.train.batch_size:
+        raise CheckpointError(f"{path}: cannot resume with train.batch_size {config.train.batch_size}: the run "
+                              f"stopped after batch {stopped_at} of epoch {int(ckpt['epoch']) + 1} at batch size "
+                              f"{old.train.batch_size}, so its place in the epoch would be lost; resume with "
+                              f"--batch-size {old.train.batch_size}")
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -309,6 +329,9 @@ def train(config: Config, out_dir: str | Path, *, resume: bool = False, log: Log
     if dist_info.main:
         out.mkdir(parents=True, exist_ok=True)
     last_path, best_path = out / "last.pt", out / "best.pt"
+    if dist_info.main:
+        for path in (last_path, best_path):
+            remove_leftover_temps(path)  # from a run killed while writing it
     _seed_all(t.seed + dist_info.rank)
 
     splits = make_splits(config)
@@ -333,7 +356,7 @@ def train(config: Config, out_dir: str | Path, *, resume: bool = False, log: Log
     use_cache = frozen and t.feature_cache
     # --- sources: cached grids (frozen encoder) or live images
     if use_cache:
-        train_src, val_src = build_feature_caches(config, splits, model.encoder, device, dist_info, say)
+        (train_src, _), (val_src, _) = build_feature_caches(config, splits, model.encoder, device, dist_info, say)
     else:
         pre = preprocess_for(config.model)
         train_src, val_src = ImageSource.from_records(splits.train, pre), ImageSource.from_records(splits.val, pre)
@@ -387,7 +410,8 @@ def train(config: Config, out_dir: str | Path, *, resume: bool = False, log: Log
                                          "best_epoch": best_epoch, "bad_epochs": bad_epochs},
                             metric=t.metric, **extra)
 
-    skipped_total, stopped_early = 0, False
+    skipped: set[str] = set()
+    stopped_early = False
     model.train()
     n_batches = batches_per_epoch(len(dataset), t.batch_size, dist_info.world)
     while epoch < t.epochs and not stopped_early:
@@ -403,7 +427,7 @@ def train(config: Config, out_dir: str | Path, *, resume: bool = False, log: Log
                    disable=None if dist_info.main else True, file=sys.stderr, dynamic_ncols=True)
         window_t, window_caps = time.perf_counter(), 0
         for batch in loader:
-            skipped_total += len(batch.skipped)
+            skipped.update(batch.skipped)  # one message per image, however many of its captions
             batch_in_epoch += 1
             if len(batch.index):
                 batch = batch.to(device, non_blocking=True)
@@ -464,11 +488,11 @@ def train(config: Config, out_dir: str | Path, *, resume: bool = False, log: Log
             jlog.write(type="val", epoch=epoch, step=step, **scores, best=best_score, best_epoch=best_epoch)
         if stopped_early:
             say(f"early stopping: no {t.metric} improvement for {t.patience} epochs")
-    if skipped_total:
-        say(f"warning: {skipped_total} unreadable images were skipped during training")
+    if skipped:
+        say(f"warning: {len(skipped)} unreadable images were skipped during training")
     if dist_info.world > 1:
         dist.barrier()
-    return TrainSummary(out, epoch, step, best_score, best_epoch, stopped_early, skipped_total, ckpt is not None)
+    return TrainSummary(out, epoch, step, best_score, best_epoch, stopped_early, len(skipped), ckpt is not None)
 
 
 class _Subset:

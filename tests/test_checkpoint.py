@@ -110,3 +110,43 @@ def test_checkpoint_is_readable_by_others(tmp_path):
     finally:
         os.umask(old)
     assert stat.S_IMODE(path.stat().st_mode) == 0o644
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("config", "oops", "'config' is a str, expected a table of settings"),
+    ("vocab", 5, "'vocab' is a int, expected a list of words"),
+    ("vocab", [1, 2, 3], "'vocab' holds non-string entries"),
+    ("model", "oops", "'model' is a str, expected a state_dict of tensors"),
+    ("model", {"decoder.L_o.weight": [1.0]}, "'model' holds non-tensor values"),
+])
+def test_fields_of_the_wrong_type_are_refused(tmp_path, key, value, message):
+    cfg = _config()
+    model = CaptionModel(config=cfg.model, vocab_size=len(VOCAB))
+    path = save_checkpoint(tmp_path / "m.pt", model=model, config=cfg, vocab=VOCAB, epoch=0, step=0)
+    raw = torch.load(path, weights_only=True)
+    raw[key] = value
+    torch.save(raw, path)
+    with pytest.raises(CheckpointError, match=message):
+        load_model(path)
+
+
+def test_export_into_a_directory_is_one_line_exit_2(tmp_path, capsys):
+    from captioner.cli import main
+
+    cfg = _config()
+    model = CaptionModel(config=cfg.model, vocab_size=len(VOCAB))
+    src = save_checkpoint(tmp_path / "last.pt", model=model, config=cfg, vocab=VOCAB, epoch=0, step=0)
+    (tmp_path / "out").mkdir()
+    assert main(["export", str(src), str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err and str(tmp_path / "out") in err
+
+
+def test_leftover_temp_files_are_removed(tmp_path):
+    from captioner.checkpoint import remove_leftover_temps
+
+    (tmp_path / ".last.pt.abc123.tmp").write_bytes(b"half a checkpoint")
+    (tmp_path / ".best.pt.xyz.tmp").write_bytes(b"another file's")
+    (tmp_path / "last.pt").write_bytes(b"kept")
+    assert remove_leftover_temps(tmp_path / "last.pt") == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".best.pt.xyz.tmp", "last.pt"]

@@ -122,6 +122,19 @@ def test_resume_refuses_a_different_model_or_vocabulary(scenes, tmp_path, capsys
     assert "vocabulary differs" in capsys.readouterr().err
     code = main(["train", "--data", str(scenes / "dataset.json"), "--out", str(tmp_path / "empty"), "--resume"])
     assert code == 2 and "nothing to resume" in capsys.readouterr().err
+    # Stopped mid-epoch at batch size 8: a different batch size would lose its place.
+    raw = torch.load(out / "last.pt", weights_only=True)
+    raw["train_state"]["batch_in_epoch"] = 1
+    torch.save(raw, out / "last.pt")
+    code = main(["train", "--data", str(scenes / "dataset.json"), "--out", str(out), "--resume",
+                 "--batch-size", "4", *[a for kv in TINY for a in ("--set", kv)]])
+    err = capsys.readouterr().err
+    assert code == 2 and "cannot resume with train.batch_size 4" in err and "--batch-size 8" in err
+    # An exported model has no optimiser or data position to resume from.
+    assert main(["export", str(out / "best.pt"), str(tmp_path / "exported" / "last.pt")]) == 0
+    code = main(["train", "--data", str(scenes / "dataset.json"), "--out", str(tmp_path / "exported"), "--resume",
+                 *[a for kv in TINY for a in ("--set", kv)]])
+    assert code == 2 and "cannot resume, it has no training state" in capsys.readouterr().err
 
 
 def test_config_errors_exit_2_with_the_key(scenes, tmp_path, capsys):
@@ -147,6 +160,7 @@ def test_cache_is_hit_then_rebuilt_when_stale_or_corrupt(scenes, tmp_path, capsy
         f.truncate(os.path.getsize(data_path) - 10)
     third = {name: status for name, status, _ in cache_features(cfg)}
     assert third["train"].startswith("built (corrupt") and third["val"] == "hit"
+    assert third["train"].endswith(f"bytes, expected {os.path.getsize(data_path)})")  # not cut at its comma
     image = sorted((scenes / "images").iterdir())[0]
     os.utime(image, ns=(time.time_ns(), time.time_ns() + 10**9))  # touched: stale
     statuses = [status for _, status, _ in cache_features(cfg)]
@@ -166,8 +180,8 @@ def test_corrupt_training_image_is_skipped_and_counted(tmp_path, capsys, cached)
     (data / "images" / victim["filename"]).write_bytes(b"\x89PNG\r\n\x1a\n broken")
     extra = [] if cached else ["train.feature_cache=false"]
     summary = train(_config(data / "dataset.json", "train.epochs=1", "train.batch_size=4", *extra), tmp_path / "run")
-    assert summary.skipped_images >= 1 and summary.epochs_completed == 1
-    assert "unreadable" in capsys.readouterr().err
+    assert summary.skipped_images == 1 and summary.epochs_completed == 1  # images, not their captions
+    assert "warning: 1 unreadable images were skipped" in capsys.readouterr().err
 
 
 def test_mostly_missing_images_fail_early(tmp_path, capsys):
@@ -258,3 +272,52 @@ def test_object_f1_needs_a_scenes_instances_file(scenes, tmp_path):
                   f"data.instances={json.dumps(str(coco_like))}")
     with pytest.raises(ConfigError, match="instances.json has no 'color'"):
         train(cfg, tmp_path / "run")
+
+
+def test_data_with_nothing_to_train_on_is_a_clear_error(tmp_path, capsys):
+    empty = tmp_path / "empty_coco.json"
+    empty.write_text(json.dumps({"images": [], "annotations": []}))
+    code = main(["train", "--data", str(empty), "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 2 and "empty_coco.json: the annotation file lists no images" in err and "Traceback" not in err
+    data = tmp_path / "scenes"
+    generate_scenes(data, 8, seed=3, size=64)
+    meta = json.loads((data / "dataset.json").read_text())
+    for im in meta["images"]:
+        im["sentences"] = []
+    (data / "silent.json").write_text(json.dumps(meta))
+    code = main(["train", "--data", str(data / "silent.json"), "--out", str(tmp_path / "run"),
+                 *[a for kv in TINY for a in ("--set", kv)]])
+    assert code == 2 and "none of the 6 training images has a caption" in capsys.readouterr().err
+
+
+def test_no_epochs_prints_valid_json_and_clears_leftover_temps(scenes, tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / ".last.pt.k1ll3d.tmp").write_bytes(b"a write cut off by kill -9")
+    code = main(["train", "--data", str(scenes / "dataset.json"), "--out", str(out), "--epochs", "0",
+                 *[a for kv in TINY for a in ("--set", kv)]])
+    assert code == 0
+    summary = json.loads(capsys.readouterr().out.splitlines()[-1])  # strict JSON: no -Infinity
+    assert summary["best_CIDEr-D"] is None and summary["epochs"] == 0
+    assert not list(out.glob(".*.tmp"))
+
+
+def test_unavailable_device_and_unwritable_cache_are_clear_errors(scenes, tmp_path, capsys, monkeypatch):
+    import errno
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    code = main(["train", "--data", str(scenes / "dataset.json"), "--out", str(tmp_path / "run"),
+                 "--device", "cuda", *[a for kv in TINY for a in ("--set", kv)]])
+    err = capsys.readouterr().err
+    assert code == 2 and "train.device 'cuda': no such CUDA device" in err and "Traceback" not in err
+
+    def read_only(*_args, **_kwargs):
+        raise OSError(errno.EROFS, "Read-only file system", str(scenes / ".captioner-cache"))
+
+    monkeypatch.setattr("captioner.training.open_or_build", read_only)
+    code = main(["train", "--data", str(scenes / "dataset.json"), "--out", str(tmp_path / "run"),
+                 *[a for kv in TINY for a in ("--set", kv)]])
+    err = capsys.readouterr().err
+    assert code == 2 and "cannot write the feature cache (Read-only file system)" in err
+    assert "train.feature_cache=false" in err
