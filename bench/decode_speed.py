@@ -74,6 +74,52 @@ def throughput(name: str, decoder: Decoder, feats: torch.Tensor, sizes: Sizes, m
     return figs, batched_s
 
 
+class _StepRecorder:
+    """A decoder that keeps the arguments of every `step` call, so that a search's decoder steps
+    can be replayed alone, without the search around them."""
+
+    def __init__(self, decoder: Decoder) -> None:
+        self.decoder = decoder
+        self.calls: list[tuple] = []
+
+    def __getattr__(self, name: str):
+        return getattr(self.decoder, name)
+
+    def step(self, *args):
+        self.calls.append(args)
+        return self.decoder.step(*args)
+
+
+def steps_bound_figure(name: str, decoder: Decoder, feats: torch.Tensor, beam: int, max_len: int,
+                       rounds: int) -> list[Figure]:
+    """How far batching can go with this decoder here: one-by-one search time over the time of
+    the batched search's decoder work replayed alone: the per-image keys and initial state, then
+    its decoder steps (the same calls, same shapes), without the search's log-softmax, top-k and
+    bookkeeping. A batched search cannot take less than that, so no search code reaches a
+    batched/one-by-one ratio above this without a cheaper decoder."""
+    rec = _StepRecorder(decoder)
+    decode(rec, feats, beam, max_len)  # type: ignore[arg-type]
+
+    def steps_alone() -> None:
+        with torch.no_grad():
+            decoder.prepare(feats)
+            decoder.init_state(feats)
+            for args in rec.calls:
+                decoder.step(*args)
+
+    def one_by_one() -> None:
+        for i in range(feats.size(0)):
+            decode(decoder, feats[i:i + 1], beam, max_len)
+
+    t = interleaved({"batched": lambda: decode(decoder, feats, beam, max_len), "steps": steps_alone,
+                     "one_by_one": one_by_one}, rounds=rounds, warmup=1)
+    tb, ts, t1 = median(t["batched"]), median(t["steps"]), median(t["one_by_one"])
+    return [Figure(f"decode.{name}.beam{beam}.decoder_steps_bound", t1 / ts, "x",
+                   note=f"one-by-one search {1000 * t1:.0f} ms / the batched search's keys, initial state and "
+                        f"{len(rec.calls)} decoder steps alone {1000 * ts:.0f} ms (whole batched search {1000 * tb:.0f} ms, "
+                        f"so {t1 / tb:.2f}x in these rounds); median of {rounds}, interleaved")]
+
+
 def threads_figure(decoder: Decoder, one: torch.Tensor, max_len: int, repeats: int = 5) -> list[Figure]:
     """One image, beam 3, at torch's thread count against 1 thread (alternating calls)."""
     n = torch.get_num_threads()
@@ -175,6 +221,7 @@ def run(sizes: Sizes, dm: DefaultModel, work: Path) -> tuple[list[Figure], list[
                       f"{dm.label}; real grids of generated scenes; max_len {max_len}")
     figs += enc_figs + f + threads_figure(decoder, feats[:1], max_len)
     figs += attention_slices_figure("default", decoder, feats, 5, rounds=5 * sizes.decode_repeats)
+    figs += steps_bound_figure("default", decoder, feats, 5, max_len, rounds=2 * sizes.decode_repeats)
 
     # The ResNet-101-sized decoder, <end> disabled so every caption is exactly max_len steps.
     rdec = without_end(recipe_decoder(sizes), end_id=2)
@@ -183,6 +230,7 @@ def run(sizes: Sizes, dm: DefaultModel, work: Path) -> tuple[list[Figure], list[
                             f"E=2048, 512/512/512, V={sizes.vocab}, random weights, <end> disabled, "
                             f"{sizes.decode_max_len} steps")
     figs += f + attention_slices_figure("resnet101", rdec, rfeats, 5, rounds=5 * sizes.decode_repeats)
+    figs += steps_bound_figure("resnet101", rdec, rfeats, 5, sizes.decode_max_len, rounds=sizes.decode_repeats)
 
     figs += fresh_process_figures(sizes, work)
 

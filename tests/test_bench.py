@@ -23,6 +23,7 @@ EXPECTED = {
     "startup.cold_start_caption", "startup.phase.import_torch",
     "memory.caption_peak_rss", "memory.cached_train_growth", "profile.beam5_profiled",
     "decode.resnet101.beam5.fresh_process.batched_over_one_by_one", "bench.total_time",
+    *(f"decode.{m}.beam5.decoder_steps_bound" for m in ("default", "resnet101")),
 }
 JUDGED = {"train.b_over_a", "decode.default.beam5.batched_over_one_by_one",
           "decode.resnet101.beam5.batched_over_one_by_one", "startup.cold_start_caption",
