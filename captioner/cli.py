@@ -65,8 +65,11 @@ def cmd_caption(args: argparse.Namespace) -> int:
     if not paths:
         _error("no images to caption")
         return EXIT_PARTIAL if errors else EXIT_USAGE
-    cap = load_captioner(args.checkpoint, device=args.device)
     overlay_dir = Path(args.overlay_dir) if args.overlay_dir else None
+    if overlay_dir and overlay_dir.exists() and not overlay_dir.is_dir():
+        _error(f"--overlay-dir {overlay_dir}: exists and is not a directory")
+        return EXIT_USAGE
+    cap = load_captioner(args.checkpoint, device=args.device)
     if overlay_dir:
         from .overlay import write_overlays
         overlay_dir.mkdir(parents=True, exist_ok=True)

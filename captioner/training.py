@@ -326,6 +326,8 @@ def train(config: Config, out_dir: str | Path, *, resume: bool = False, log: Log
     if t.amp == "fp16" and device.type != "cuda":
         raise ConfigError("train.amp: fp16 needs a CUDA device; use bf16 on the CPU")
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out}: exists and is not a directory")
     if dist_info.main:
         out.mkdir(parents=True, exist_ok=True)
     last_path, best_path = out / "last.pt", out / "best.pt"

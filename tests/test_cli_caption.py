@@ -353,5 +353,5 @@ def test_unusable_overlay_dir_and_huge_beam_are_one_line_errors(capsys, tiny_che
     a_file = tmp_path / "taken"
     a_file.write_text("")
     code, out, err = run_cli(capsys, scene_paths[0], "--checkpoint", tiny_checkpoint, "--overlay-dir", a_file, *FAST)
-    assert code == 2 and out == [] and err == [f"captioner: error: {a_file}: File exists"]
+    assert code == 2 and out == [] and err == [f"captioner: error: --overlay-dir {a_file}: exists and is not a directory"]
     assert "--beam-size must be at most 1000" in usage_error(capsys, scene_paths[0], "--beam-size", "100000000")

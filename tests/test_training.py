@@ -301,6 +301,9 @@ def test_no_epochs_prints_valid_json_and_clears_leftover_temps(scenes, tmp_path,
     summary = json.loads(capsys.readouterr().out.splitlines()[-1])  # strict JSON: no -Infinity
     assert summary["best_CIDEr-D"] is None and summary["epochs"] == 0
     assert not list(out.glob(".*.tmp"))
+    (out / "notes.txt").write_text("")
+    code = main(["train", "--data", str(scenes / "dataset.json"), "--out", str(out / "notes.txt"), "--epochs", "0"])
+    assert code == 2 and "notes.txt: exists and is not a directory" in capsys.readouterr().err
 
 
 def test_unavailable_device_and_unwritable_cache_are_clear_errors(scenes, tmp_path, capsys, monkeypatch):
