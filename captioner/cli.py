@@ -9,7 +9,9 @@ import argparse
 import glob
 import json
 import math
+import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -175,6 +177,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     config = _train_config(args)
     summary = train(config, args.out, resume=args.resume)
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, one summary: rank 0's
+        return EXIT_OK
     print(json.dumps({"out": str(summary.out_dir), "epochs": summary.epochs_completed, "steps": summary.steps,
                       "best_" + config.train.metric: summary.best_score if math.isfinite(summary.best_score) else None,
                       "best_epoch": summary.best_epoch,
@@ -185,7 +189,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a captioner (COCO or Karpathy-split data)",
                        description="Train with real-decoding validation, crash-safe checkpoints and resume. "
-                                   "Without --config the embedded default model's settings are used.")
+                                   "Without --config the embedded default model's architecture and recipe are "
+                                   "used, except alpha_c (1.0, the paper's) and the selection metric (CIDEr-D); "
+                                   "configs/scenes.toml has all of it.")
     p.add_argument("--data", help="COCO captions json or Karpathy split json (default: from the config)")
     p.add_argument("--images", help="image root (default: the data file's directory)")
     p.add_argument("--val-data", help="separate validation annotations, e.g. captions_val2014.json")
@@ -344,7 +350,13 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
             GroundingInputError, OSError)
 
 
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    """Warnings as 'warning: ...' lines, without the source location and line Python adds."""
+    return f"warning: {message}\n"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    warnings.formatwarning = _one_line_warning
     parser = build_parser()
     args = parser.parse_args(argv)
     for name in getattr(args, "positive", ()):

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from .config import ModelConfig
+from .config import ConfigError, ModelConfig
 from .efficientnet_lite import (HEAD_CHANNELS, LAST_BLOCK_CHANNELS, LITE0_STAGES,
                                 EfficientNetLite0, lite0_weights_path)
 
@@ -95,7 +95,14 @@ class Encoder(nn.Module):
             weights = None
             if load_weights and config.pretrained == "imagenet":
                 weights = "IMAGENET1K_V1"  # downloaded by torchvision: the user asked for it
-            net = builder(weights=weights)
+            try:
+                net = builder(weights=weights)
+            except OSError as err:  # urllib's URLError included: no network
+                raise ConfigError(
+                    f"model.pretrained = 'imagenet': torchvision could not download the {config.backbone} "
+                    f"ImageNet weights ({getattr(err, 'reason', err)}); offline, put the file torchvision names "
+                    f"in its cache (~/.cache/torch/hub/checkpoints), or set model.pretrained to a local "
+                    f"state_dict file or 'none'") from None
             del net.fc, net.avgpool
             stages = [[net.conv1, net.bn1], [net.layer1], [net.layer2], [net.layer3], [net.layer4]]
             self.backbone = net

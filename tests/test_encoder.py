@@ -67,3 +67,19 @@ def test_frozen_encoder_stays_in_eval_mode():
     assert not any(p.requires_grad for p in enc.parameters())
     enc.train()
     assert not enc.training and not enc.backbone._bn0.training
+
+
+def test_failed_resnet_download_is_a_config_error(monkeypatch):
+    import urllib.error
+
+    import torchvision
+
+    from captioner.config import ConfigError
+
+    def offline(weights=None):
+        raise urllib.error.URLError("[Errno -2] Name or service not known")
+
+    monkeypatch.setattr(torchvision.models, "resnet50", offline)
+    cfg = ModelConfig(backbone="resnet50", pretrained="imagenet", image_size=64, grid=2)
+    with pytest.raises(ConfigError, match="could not download the resnet50 ImageNet weights .*Name or service"):
+        Encoder(config=cfg)

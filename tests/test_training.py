@@ -179,9 +179,17 @@ def test_corrupt_training_image_is_skipped_and_counted(tmp_path, capsys, cached)
     victim = next(im for im in meta["images"] if im["split"] == "train")
     (data / "images" / victim["filename"]).write_bytes(b"\x89PNG\r\n\x1a\n broken")
     extra = [] if cached else ["train.feature_cache=false"]
-    summary = train(_config(data / "dataset.json", "train.epochs=1", "train.batch_size=4", *extra), tmp_path / "run")
-    assert summary.skipped_images == 1 and summary.epochs_completed == 1  # images, not their captions
-    assert "warning: 1 unreadable images were skipped" in capsys.readouterr().err
+    proc = subprocess.run([sys.executable, "-m", "captioner.cli", "train", "--data", str(data / "dataset.json"),
+                           "--out", str(tmp_path / "run"), "--epochs", "1", "--batch-size", "4",
+                           *[a for kv in [*TINY, *extra] for a in ("--set", kv)]],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads(proc.stdout.splitlines()[-1])
+    assert summary["skipped_images"] == 1 and summary["epochs"] == 1  # images, not their captions
+    assert "warning: 1 unreadable images were skipped" in proc.stderr
+    # Warnings are one line each: no source location or source line from inside torch.
+    assert f"warning: skipping image: {data / 'images' / victim['filename']}" in proc.stderr
+    assert "fetch.py" not in proc.stderr and "UserWarning" not in proc.stderr
 
 
 def test_mostly_missing_images_fail_early(tmp_path, capsys):
@@ -205,6 +213,8 @@ def test_ddp_two_processes_on_cpu(scenes, tmp_path):
         cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stderr.count("epoch 2: BLEU-4") == 1  # only rank 0 logs
+    summaries = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert len(summaries) == 1 and summaries[0]["epochs"] == 2  # and prints the summary
     ckpt = load_checkpoint(out / "last.pt")
     assert ckpt["epoch"] == 2
     val = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if '"val"' in x]
