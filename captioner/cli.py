@@ -9,7 +9,6 @@ import argparse
 import glob
 import json
 import math
-import os
 import sys
 import warnings
 from pathlib import Path
@@ -177,7 +176,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     config = _train_config(args)
     summary = train(config, args.out, resume=args.resume)
-    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, one summary: rank 0's
+    if not summary.main:  # under torchrun, one summary: rank 0's
         return EXIT_OK
     print(json.dumps({"out": str(summary.out_dir), "epochs": summary.epochs_completed, "steps": summary.steps,
                       "best_" + config.train.metric: summary.best_score if math.isfinite(summary.best_score) else None,

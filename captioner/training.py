@@ -58,6 +58,7 @@ class TrainSummary:
     stopped_early: bool
     skipped_images: int
     resumed: bool
+    main: bool = True  # this process is rank 0 (under torchrun, the one that writes and reports)
 
 
 @dataclass(frozen=True)
@@ -494,7 +495,8 @@ def train(config: Config, out_dir: str | Path, *, resume: bool = False, log: Log
         say(f"warning: {len(skipped)} unreadable images were skipped during training")
     if dist_info.world > 1:
         dist.barrier()
-    return TrainSummary(out, epoch, step, best_score, best_epoch, stopped_early, len(skipped), ckpt is not None)
+    return TrainSummary(out, epoch, step, best_score, best_epoch, stopped_early, len(skipped), ckpt is not None,
+                        dist_info.main)
 
 
 class _Subset:
