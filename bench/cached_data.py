@@ -8,9 +8,9 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from captioner.datasets import CaptionDataset
-from captioner.features import FeatureCache
-from captioner.vocab import SPECIALS, Vocab
+from captioner.data.datasets import CaptionDataset
+from captioner.features.cache import FeatureCache
+from captioner.words.vocab import SPECIALS, Vocab
 
 from fake_cache import write_cache
 from models import SCENES_WORDS, Sizes, default_config, numbered_vocab, random_records, recipe_config

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from captioner.decoder import Decoder
-from captioner.search import beam_search
+from captioner.model.decoder import Decoder
+from captioner.words.search import beam_search
 
 from common import Figure, interleaved, judged, log, median, repeat, run_child, timed, worker_cmd
 from models import DefaultModel, Sizes, recipe_config, without_end
@@ -21,7 +21,7 @@ from models import DefaultModel, Sizes, recipe_config, without_end
 
 def scene_images(work: Path, n: int) -> list[Path]:
     """n synthetic scenes (the default model's domain), generated once per work directory."""
-    from captioner.scenes import generate_scenes
+    from captioner.data.scenes import generate_scenes
 
     out = work / f"scenes-{n}"
     if not (out / "captions.json").is_file():
@@ -169,7 +169,7 @@ def default_features(dm: DefaultModel, sizes: Sizes, work: Path, timing: bool = 
     """The default model's decoder and the real encoder grids of generated scenes (and, with
     `timing`, the encoder's throughput figures: one call against chunks of 4 images)."""
     from captioner.api import load_captioner
-    from captioner.image import load_image
+    from captioner.image.loading import load_image
 
     cap = load_captioner(dm.checkpoint, device="cpu")
     paths = scene_images(work, sizes.decode_images)

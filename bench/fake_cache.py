@@ -1,4 +1,4 @@
-"""A real `captioner.features.FeatureCache` filled with random rows, without running a CNN.
+"""A real `captioner.features.cache.FeatureCache` filled with random rows, without running a CNN.
 
 The data file and its sidecar json are written in exactly the format `build_cache` writes
 (same names, meta keys and row checksums), and `check_cache` must accept the result, so the
@@ -14,8 +14,8 @@ from typing import Sequence
 import numpy as np
 
 from captioner.config import ModelConfig
-from captioner.datasets import ImageRecord
-from captioner.features import (CACHE_VERSION, CacheKey, FeatureCache, _fingerprint, _row_checksum,
+from captioner.data.datasets import ImageRecord
+from captioner.features.cache import (CACHE_VERSION, CacheKey, FeatureCache, _fingerprint, _row_checksum,
                                 cache_paths, check_cache)
 
 _BLOCK = 256  # distinct random rows; larger caches repeat them (the content does not matter)

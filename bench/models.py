@@ -15,8 +15,8 @@ import numpy as np
 import torch
 
 from captioner.config import Config, ModelConfig, load_config
-from captioner.datasets import ImageRecord
-from captioner.vocab import SPECIALS, Vocab
+from captioner.data.datasets import ImageRecord
+from captioner.words.vocab import SPECIALS, Vocab
 
 from common import REPO
 
@@ -118,7 +118,7 @@ def default_model(work: Path, sizes: Sizes) -> DefaultModel:
     """
     import captioner
     from captioner.checkpoint import save_checkpoint
-    from captioner.model import CaptionModel
+    from captioner.model.caption_model import CaptionModel
 
     if captioner.DEFAULT_CHECKPOINT.is_file():
         return DefaultModel(captioner.DEFAULT_CHECKPOINT, True)

@@ -20,11 +20,11 @@ import torch
 from torch.profiler import record_function
 from torch.utils.data import DataLoader
 
-from captioner.datasets import CaptionBatch, CaptionDataset, collate_captions
-from captioner.decoder import Decoder, DecoderOutput
-from captioner.losses import doubly_stochastic_penalty, masked_cross_entropy
-from captioner.model import CaptionModel
-from captioner.training import EpochSampler
+from captioner.data.datasets import CaptionBatch, CaptionDataset, collate_captions
+from captioner.model.decoder import Decoder, DecoderOutput
+from captioner.scoring.losses import doubly_stochastic_penalty, masked_cross_entropy
+from captioner.model.caption_model import CaptionModel
+from captioner.train.loop import EpochSampler
 
 from common import Figure, interleaved, judged, log, median, repeat, run_child, timed, worker_cmd
 from cached_data import recipe_data
@@ -37,7 +37,7 @@ PHASES = ("next batch", "forward + loss", "backward", "clip + Adam")  # profiler
 def train_step(forward: Forward, images: torch.Tensor, captions: torch.Tensor, mask: torch.Tensor,
                optimizer: torch.optim.Optimizer, params: list[torch.nn.Parameter],
                amp_dtype: torch.dtype | None = None, grad_clip: float = 5.0) -> float:
-    """One optimisation step, as `captioner.training.train` does it. Returns the loss."""
+    """One optimisation step, as `captioner.train.loop.train` does it. Returns the loss."""
     targets, tmask = captions[:, 1:], mask[:, 1:]  # (B, T)
     with record_function(PHASES[1]), torch.autocast("cpu", dtype=amp_dtype or torch.float32,
                                                     enabled=amp_dtype is not None):

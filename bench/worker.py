@@ -29,7 +29,7 @@ def cmd_cached_train(args: argparse.Namespace) -> dict:
     """Build what `captioner train` builds for cached training and run it for a while."""
     import torch
 
-    from captioner.model import CaptionModel
+    from captioner.model.caption_model import CaptionModel
 
     from cached_data import default_data, recipe_data
     from models import Sizes, default_config, recipe_config
@@ -62,7 +62,7 @@ def cmd_startup_phases(args: argparse.Namespace) -> dict:
     t = time.perf_counter()
     import captioner.cli  # noqa: F401
     from captioner.api import load_captioner
-    from captioner.image import load_image
+    from captioner.image.loading import load_image
     phases["import captioner (after torch)"] = time.perf_counter() - t
     t = time.perf_counter()
     cap = load_captioner(args.checkpoint, device="cpu")
@@ -75,7 +75,7 @@ def cmd_startup_phases(args: argparse.Namespace) -> dict:
     with torch.inference_mode():
         feats = cap.model.encode(x)
     phases["encode (CNN)"] = time.perf_counter() - t
-    from captioner.search import beam_search
+    from captioner.words.search import beam_search
     t = time.perf_counter()
     beam_search(cap.model.decoder, feats, start_id=cap.vocab.start_id, end_id=cap.vocab.end_id,
                 pad_id=cap.vocab.pad_id, beam_size=3, max_len=50)
@@ -88,7 +88,7 @@ def cmd_beam_fresh(args: argparse.Namespace) -> dict:
     allocations or warm caches), with the page faults of a batched call."""
     import resource
 
-    from captioner.search import beam_search
+    from captioner.words.search import beam_search
 
     from common import median, repeat, timed
     from decode_speed import default_features, recipe_decoder, recipe_features

@@ -1,8 +1,8 @@
 """captioner: Show, Attend and Tell image captioning with per-word attention overlays."""
-from .api import DEFAULT_CHECKPOINT, Caption, Captioner, load_captioner
-from .checkpoint import CheckpointError, load_model, save_checkpoint
-from .config import Config, ModelConfig, load_config
-from .image import ImageLoadError, load_image
+from captioner.api import DEFAULT_CHECKPOINT, Caption, Captioner, load_captioner
+from captioner.checkpoint import CheckpointError, load_model, save_checkpoint
+from captioner.config import Config, ModelConfig, load_config
+from captioner.image.loading import ImageLoadError, load_image
 
 __all__ = ["DEFAULT_CHECKPOINT", "Caption", "Captioner", "load_captioner", "CheckpointError",
            "load_model", "save_checkpoint", "Config", "ModelConfig", "load_config",

@@ -15,13 +15,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .checkpoint import CheckpointError, LoadedModel, load_model
-from .config import Config, ConfigError
-from .encoder import Preprocess, preprocess_for
-from .image import load_image
-from .model import CaptionModel
-from .search import beam_search
-from .vocab import Vocab
+from captioner.checkpoint import CheckpointError, LoadedModel, load_model
+from captioner.config import Config, ConfigError
+from captioner.image.preprocess import Preprocess, preprocess_for
+from captioner.image.loading import load_image
+from captioner.model.caption_model import CaptionModel
+from captioner.words.search import beam_search
+from captioner.words.vocab import Vocab
 
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "assets" / "default.pt"
 ENCODE_CHUNK_CPU = 4

@@ -16,10 +16,10 @@ from typing import Any, NamedTuple
 
 import torch
 
-from .config import Config, config_from_dict
-from .encoder import weights_are_offline
-from .model import CaptionModel
-from .vocab import Vocab
+from captioner.config import Config, config_from_dict
+from captioner.features.encoder import weights_are_offline
+from captioner.model.caption_model import CaptionModel
+from captioner.words.vocab import Vocab
 
 REQUIRED_KEYS = ("model", "config", "vocab", "epoch", "step")
 

@@ -33,7 +33,7 @@ def _describe(err: BaseException) -> str:
 # --------------------------------------------------------------------------- caption
 def expand_inputs(items: Sequence[str]) -> tuple[list[Path], list[str]]:
     """Files, directories (their images, sorted) and globs -> image paths, plus error lines."""
-    from .image import list_images
+    from captioner.image.loading import list_images
 
     paths: list[Path] = []
     errors: list[str] = []
@@ -57,8 +57,8 @@ def expand_inputs(items: Sequence[str]) -> tuple[list[Path], list[str]]:
 
 
 def cmd_caption(args: argparse.Namespace) -> int:
-    from .api import load_captioner
-    from .image import ImageLoadError, load_image
+    from captioner.api import load_captioner
+    from captioner.image.loading import ImageLoadError, load_image
 
     paths, errors = expand_inputs(args.inputs)
     for line in errors:
@@ -72,7 +72,7 @@ def cmd_caption(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     cap = load_captioner(args.checkpoint, device=args.device)
     if overlay_dir:
-        from .overlay import write_overlays
+        from captioner.overlay.render import write_overlays
         overlay_dir.mkdir(parents=True, exist_ok=True)
     failed = len(errors)
     used_stems: set[str] = set()
@@ -133,7 +133,7 @@ def _add_caption(sub: argparse._SubParsersAction) -> None:
 
 # --------------------------------------------------------------------------- scenes
 def cmd_scenes(args: argparse.Namespace) -> int:
-    from .scenes import generate_scenes
+    from captioner.data.scenes import generate_scenes
 
     try:
         summary = generate_scenes(args.out, args.num_images, args.seed, size=args.size, novel=args.novel)
@@ -159,7 +159,7 @@ def _add_scenes(sub: argparse._SubParsersAction) -> None:
 
 # --------------------------------------------------------------------------- train
 def _train_config(args: argparse.Namespace):
-    from .config import load_config
+    from captioner.config import load_config
 
     overrides = list(args.set or [])
     for flag, key in (("data", "data.data"), ("images", "data.images"), ("val_data", "data.val_data"),
@@ -172,7 +172,7 @@ def _train_config(args: argparse.Namespace):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .training import train
+    from captioner.train.loop import train
 
     config = _train_config(args)
     summary = train(config, args.out, resume=args.resume)
@@ -206,7 +206,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_cache_features(args: argparse.Namespace) -> int:
-    from .training import cache_features
+    from captioner.train.loop import cache_features
 
     config = _train_config(args)
     for name, status, path in cache_features(config):
@@ -237,8 +237,8 @@ def _print_scores(scores: dict, warnings: list[str], table: str | None, show_tab
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .api import load_captioner
-    from .evaluation import evaluate
+    from captioner.api import load_captioner
+    from captioner.evaluation import evaluate
 
     cap = load_captioner(args.checkpoint, device=args.device)
     report = evaluate(cap, args.data, args.images, split=args.split, beam_size=args.beam_size,
@@ -278,7 +278,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from .metrics import format_table, load_references, load_results, score_captions
+    from captioner.scoring.metrics import format_table, load_references, load_results, score_captions
 
     refs = load_references(args.references, args.split)
     results = load_results(args.results)
@@ -303,7 +303,7 @@ def _add_score(sub: argparse._SubParsersAction) -> None:
 
 # --------------------------------------------------------------------------- export
 def cmd_export(args: argparse.Namespace) -> int:
-    from .checkpoint import export_checkpoint
+    from captioner.checkpoint import export_checkpoint
 
     path = export_checkpoint(args.src, args.dst, half=args.half)
     print(json.dumps({"checkpoint": str(path), "bytes": path.stat().st_size}))
@@ -336,12 +336,12 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
 
     Imported only when an error happens, so the common path does not pay for them.
     """
-    from .checkpoint import CheckpointError
-    from .config import ConfigError
-    from .datasets import AnnotationError
-    from .grounding import GroundingInputError
-    from .image import ImageLoadError
-    from .metrics import MetricsInputError
+    from captioner.checkpoint import CheckpointError
+    from captioner.config import ConfigError
+    from captioner.data.datasets import AnnotationError
+    from captioner.scoring.grounding import GroundingInputError
+    from captioner.image.loading import ImageLoadError
+    from captioner.scoring.metrics import MetricsInputError
 
     # OSError: files that cannot be read or written (missing, a directory, no permission, a
     # read-only or full disk), whether inputs or outputs.

@@ -19,11 +19,11 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from .api import Caption, Captioner
-from .datasets import AnnotationError, EvalDataset, ImageSource, collate_eval, detect_format, load_records, select_split
-from .grounding import COCO_SYNONYMS, GroundingResult, load_instances, pointing_game, scene_word_to_category, summarize_grounding
-from .mentions import load_scene_objects, mention_scores
-from .metrics import score_captions
+from captioner.api import Caption, Captioner
+from captioner.data.datasets import AnnotationError, EvalDataset, ImageSource, collate_eval, detect_format, load_records, select_split
+from captioner.scoring.grounding import COCO_SYNONYMS, GroundingResult, load_instances, pointing_game, scene_word_to_category, summarize_grounding
+from captioner.scoring.mentions import load_scene_objects, mention_scores
+from captioner.scoring.metrics import score_captions
 
 
 @dataclass

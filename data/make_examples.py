@@ -22,7 +22,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from captioner.scenes import generate_scenes
+from captioner.data.scenes import generate_scenes
 
 SEED = 20261121  # not a training seed
 CANDIDATES = 40  # scenes generated to choose from
@@ -71,7 +71,7 @@ They are written by `data/make_examples.py`; rerun it to rebuild them.
 {table}
 | `photo_chelsea.jpg` | a real photo: Chelsea the cat, from `skimage.data.chelsea()` (CC0, photo by Stefan van der Walt) | none |
 
-The `scene_*.png` files are synthetic scenes (256 x 256) from `captioner.scenes.generate_scenes`
+The `scene_*.png` files are synthetic scenes (256 x 256) from `captioner.data.scenes.generate_scenes`
 with seed {SEED}, which no training run uses, so the default model has not seen them. They were
 picked to have 2, 1, 3 and 3 objects.
 

@@ -57,10 +57,10 @@ import torch
 from IPython.display import display
 
 from captioner import load_captioner, load_image
-from captioner.attention import Attention
-from captioner.overlay import panel_grid
-from captioner.scenes import SHAPES
-from captioner.search import greedy_search
+from captioner.model.attention import Attention
+from captioner.overlay.render import panel_grid
+from captioner.data.scenes import SHAPES
+from captioner.words.search import greedy_search
 
 
 def find_root(start: Path) -> Path:
@@ -214,7 +214,7 @@ md("scorers", r"""
 ## 4. Scoring functions compared
 
 The softmax and the weighted sum are the same for every attention variant; what differs is how
-the score $e_i$ is computed from $a_i$ and $h$ (`captioner.attention`):
+the score $e_i$ is computed from $a_i$ and $h$ (`captioner.model.attention`):
 
 | scorer | $e_i$ | origin |
 | --- | --- | --- |

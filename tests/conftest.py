@@ -15,7 +15,7 @@ def _seed() -> None:
 
 
 def tiny_decoder(scorer: str = "additive", vocab_size: int = 12, encoder_dim: int = 8, dropout: float = 0.0):
-    from captioner.decoder import Decoder
+    from captioner.model.decoder import Decoder
 
     return Decoder(vocab_size=vocab_size, encoder_dim=encoder_dim, embed_dim=6, attention_dim=5,
                    hidden_dim=7, dropout=dropout, scorer=scorer)

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from captioner.attention import Attention
+from captioner.model.attention import Attention
 from captioner.config import SCORERS
 
 
@@ -63,7 +63,7 @@ def test_k_queries_per_image_equal_k_copies_of_the_image(scorer):
 @pytest.mark.parametrize("chunk", [1, 500, 1 << 18])
 def test_additive_in_slices_without_grad_equals_the_autograd_form(monkeypatch, chunk):
     """Decoding computes the additive scores a few images at a time; training in one piece."""
-    import captioner.attention as attention
+    import captioner.model.attention as attention
 
     monkeypatch.setattr(attention, "_CHUNK_ELEMENTS", chunk)  # 1: one image per slice; 500: 3
     torch.manual_seed(2)

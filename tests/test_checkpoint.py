@@ -3,8 +3,8 @@ import torch
 
 from captioner.checkpoint import CheckpointError, load_checkpoint, load_model, save_checkpoint
 from captioner.config import Config, ModelConfig
-from captioner.model import CaptionModel
-from captioner.vocab import SPECIALS, Vocab
+from captioner.model.caption_model import CaptionModel
+from captioner.words.vocab import SPECIALS, Vocab
 
 VOCAB = Vocab([*SPECIALS, "a", "red", "circle"])
 

@@ -29,10 +29,10 @@ from PIL import Image
 from captioner.checkpoint import save_checkpoint
 from captioner.cli import main
 from captioner.config import Config, ModelConfig
-from captioner.image import ImageLoadError, load_image
-from captioner.model import CaptionModel
-from captioner.scenes import COLORS, SHAPES, SIZES, generate_scenes
-from captioner.vocab import SPECIALS, Vocab
+from captioner.image.loading import ImageLoadError, load_image
+from captioner.model.caption_model import CaptionModel
+from captioner.data.scenes import COLORS, SHAPES, SIZES, generate_scenes
+from captioner.words.vocab import SPECIALS, Vocab
 
 REPO = Path(__file__).resolve().parents[1]
 GRID = 2
@@ -330,16 +330,16 @@ def test_an_overlay_that_cannot_be_written_fails_alone(capsys, tiny_checkpoint, 
                                                        monkeypatch):
     import errno
 
-    import captioner.overlay
+    import captioner.overlay.render
 
-    real = captioner.overlay.write_overlays
+    real = captioner.overlay.render.write_overlays
 
     def disk_full_for_the_first(out_dir, stem, *args, **kwargs):
         if stem == scene_paths[0].stem:
             raise OSError(errno.ENOSPC, "No space left on device", str(out_dir / f"{stem}.png"))
         return real(out_dir, stem, *args, **kwargs)
 
-    monkeypatch.setattr(captioner.overlay, "write_overlays", disk_full_for_the_first)
+    monkeypatch.setattr(captioner.overlay.render, "write_overlays", disk_full_for_the_first)
     out_dir = tmp_path / "overlays"
     code, out, err = run_cli(capsys, scene_paths[0], scene_paths[1], "--checkpoint", tiny_checkpoint,
                              "--overlay-dir", out_dir, *FAST)

@@ -10,9 +10,9 @@ import torch
 from captioner.checkpoint import save_checkpoint
 from captioner.cli import main
 from captioner.config import Config, ModelConfig
-from captioner.model import CaptionModel
-from captioner.scenes import COLORS, SHAPES, SIZES, generate_scenes
-from captioner.vocab import SPECIALS, Vocab
+from captioner.model.caption_model import CaptionModel
+from captioner.data.scenes import COLORS, SHAPES, SIZES, generate_scenes
+from captioner.words.vocab import SPECIALS, Vocab
 
 METRICS = {"BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr-D"}
 

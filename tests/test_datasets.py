@@ -18,7 +18,7 @@ from pycocotools.coco import COCO
 from torch.utils.data import DataLoader
 from torchvision import transforms
 
-from captioner.datasets import (
+from captioner.data.datasets import (
     AnnotationError,
     CaptionDataset,
     EvalDataset,
@@ -33,8 +33,8 @@ from captioner.datasets import (
     records_tokens,
     select_split,
 )
-from captioner.image import ImageLoadError
-from captioner.vocab import Vocab
+from captioner.image.loading import ImageLoadError
+from captioner.words.vocab import Vocab
 
 TRANSFORM = transforms.Compose([transforms.Resize((8, 8)), transforms.PILToTensor()])  # picklable
 

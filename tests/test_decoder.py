@@ -3,8 +3,8 @@ import pytest
 import torch
 
 from captioner.config import SCORERS
-from captioner.losses import doubly_stochastic_penalty, masked_cross_entropy
-from captioner.search import beam_search, greedy_search
+from captioner.scoring.losses import doubly_stochastic_penalty, masked_cross_entropy
+from captioner.words.search import beam_search, greedy_search
 from conftest import tiny_decoder
 
 START, END, PAD = 1, 2, 0
@@ -170,7 +170,7 @@ def test_min_len_forbids_an_empty_caption():
 def test_images_leave_the_batch_when_their_beams_end(monkeypatch, leave_when):
     """Images whose K beams have all ended stop costing decoder rows (once they are 1/leave_when
     of the batch; until then they idle on <pad>), and results equal decoding each image alone."""
-    import captioner.search as search
+    import captioner.words.search as search
 
     monkeypatch.setattr(search, "_LEAVE_WHEN", leave_when)
     torch.manual_seed(3)
@@ -264,7 +264,7 @@ def test_beam_search_matches_a_plain_reference(beam_size, length_penalty, vocab_
 def test_settled_images_stop_early_with_the_same_result(monkeypatch):
     """With length_penalty 0 an image stops once its n_best best slots have ended above every
     live one: fewer decoder rows, and exactly the hypotheses of running every beam to <end>."""
-    import captioner.search as search
+    import captioner.words.search as search
 
     torch.manual_seed(4)
     dec = tiny_decoder(vocab_size=12).eval()

@@ -9,8 +9,8 @@ import torch
 from PIL import Image
 
 import captioner
-from captioner.mentions import mention_scores
-from captioner.scenes import generate_scenes
+from captioner.scoring.mentions import mention_scores
+from captioner.data.scenes import generate_scenes
 
 
 @pytest.fixture(scope="module")

@@ -4,8 +4,9 @@ import torch
 from PIL import Image
 
 from captioner.config import ModelConfig
-from captioner.efficientnet_lite import EfficientNetLite0, load_lite0_imagenet
-from captioner.encoder import Encoder, encoder_dim, preprocess_for
+from captioner.features.efficientnet_lite import EfficientNetLite0, load_lite0_imagenet
+from captioner.features.encoder import Encoder, encoder_dim
+from captioner.image.preprocess import preprocess_for
 
 ESPRESSO = 967  # ImageNet class index
 

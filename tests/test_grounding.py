@@ -13,7 +13,7 @@ import math
 import numpy as np
 import pytest
 
-from captioner.grounding import (
+from captioner.scoring.grounding import (
     COCO_SYNONYMS,
     Box,
     GroundingInputError,

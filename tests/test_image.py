@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from captioner.image import IMAGE_EXTENSIONS, ImageLoadError, list_images, load_image
+from captioner.image.loading import IMAGE_EXTENSIONS, ImageLoadError, list_images, load_image
 
 
 def _px(img: Image.Image, xy: tuple[int, int]) -> tuple[int, int, int]:

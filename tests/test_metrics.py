@@ -1,4 +1,4 @@
-"""captioner.metrics reproduces the COCO caption toolkit (pycocoevalcap) number for number.
+"""captioner.scoring.metrics reproduces the COCO caption toolkit (pycocoevalcap) number for number.
 
 The Java-dependent tests skip when no Java runs; the pinned golden values still check the
 pure-Python path then. METEOR's JVM takes 7-10 s to load its paraphrase table, so two start in
@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from captioner import metrics as M
-from captioner.metrics import (
+from captioner.scoring import metrics as M
+from captioner.scoring.metrics import (
     MetricsInputError,
     ScoreReport,
     format_table,

@@ -27,9 +27,9 @@ nbclient = pytest.importorskip("nbclient")
 from captioner.api import DEFAULT_CHECKPOINT  # noqa: E402
 from captioner.checkpoint import save_checkpoint  # noqa: E402
 from captioner.config import Config, ModelConfig  # noqa: E402
-from captioner.model import CaptionModel  # noqa: E402
-from captioner.scenes import COLORS, SHAPES, SIZES  # noqa: E402
-from captioner.vocab import SPECIALS, Vocab  # noqa: E402
+from captioner.model.caption_model import CaptionModel  # noqa: E402
+from captioner.data.scenes import COLORS, SHAPES, SIZES  # noqa: E402
+from captioner.words.vocab import SPECIALS, Vocab  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK = REPO / "notebooks" / "attention_walkthrough.ipynb"

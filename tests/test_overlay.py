@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from captioner.overlay import (
+from captioner.overlay.render import (
     OverlayOptions,
     animate,
     blend,

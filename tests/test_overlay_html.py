@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from captioner.overlay import render_html
+from captioner.overlay.render import render_html
 
 CHROMIUM = Path(os.environ.get("CAPTIONER_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [

@@ -13,8 +13,8 @@ import pytest
 from PIL import Image
 from pycocotools.coco import COCO
 
-from captioner.datasets import load_records, select_split
-from captioner.scenes import (
+from captioner.data.datasets import load_records, select_split
+from captioner.data.scenes import (
     BACKGROUND_RANGE,
     COLOR_RGB,
     COLORS,

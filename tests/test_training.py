@@ -16,8 +16,8 @@ from captioner.checkpoint import load_checkpoint, load_model
 from captioner.cli import main
 from captioner.config import ConfigError
 from captioner.config import load_config
-from captioner.scenes import generate_scenes
-from captioner.training import train
+from captioner.data.scenes import generate_scenes
+from captioner.train.loop import train
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["model.image_size=64", "model.grid=2", "model.embed_dim=16", "model.attention_dim=16",
@@ -150,7 +150,7 @@ def test_config_errors_exit_2_with_the_key(scenes, tmp_path, capsys):
 
 def test_cache_is_hit_then_rebuilt_when_stale_or_corrupt(scenes, tmp_path, capsys):
     cfg = _config(scenes / "dataset.json", "train.epochs=0")
-    from captioner.training import cache_features
+    from captioner.train.loop import cache_features
 
     first = {name: status for name, status, _ in cache_features(cfg)}
     second = {name: (status, path) for name, status, path in cache_features(cfg)}
@@ -260,9 +260,9 @@ def test_object_f1_selects_best_pt_on_scenes(scenes, tmp_path):
 def test_val_image_ids_match_the_instances(scenes):
     """Validation keys captions by ImageRecord.image_id; the scenes' own reference captions then
     score perfectly against data.instances, so ids line up (a shift would score near 0)."""
-    from captioner.datasets import load_records
-    from captioner.mentions import mention_scores
-    from captioner.training import load_val_objects
+    from captioner.data.datasets import load_records
+    from captioner.scoring.mentions import mention_scores
+    from captioner.train.loop import load_val_objects
 
     objects = load_val_objects(_config(scenes / "dataset.json", f"data.instances={json.dumps(str(scenes / 'instances.json'))}"))
     records = load_records(scenes / "dataset.json")
@@ -328,7 +328,7 @@ def test_unavailable_device_and_unwritable_cache_are_clear_errors(scenes, tmp_pa
     def read_only(*_args, **_kwargs):
         raise OSError(errno.EROFS, "Read-only file system", str(scenes / ".captioner-cache"))
 
-    monkeypatch.setattr("captioner.training.open_or_build", read_only)
+    monkeypatch.setattr("captioner.train.loop.open_or_build", read_only)
     code = main(["train", "--data", str(scenes / "dataset.json"), "--out", str(tmp_path / "run"),
                  *[a for kv in TINY for a in ("--set", kv)]])
     err = capsys.readouterr().err

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from captioner.vocab import SPECIALS, Vocab, tokenize
+from captioner.words.vocab import SPECIALS, Vocab, tokenize
 
 
 def test_tokenize_lowercases_and_drops_punctuation():

@@ -17,7 +17,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from .attention import Attention
+from captioner.model.attention import Attention
 
 
 class DecoderState(NamedTuple):

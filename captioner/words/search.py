@@ -21,7 +21,7 @@ from typing import NamedTuple
 
 import torch
 
-from .decoder import Decoder
+from captioner.model.decoder import Decoder
 
 
 #: Ended images leave the batch once they are at least 1/_LEAVE_WHEN of it.

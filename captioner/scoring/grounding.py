@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .scenes import SHAPES
+from captioner.data.scenes import SHAPES
 
 
 class GroundingInputError(ValueError):

@@ -24,11 +24,12 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from .checkpoint import remove_leftover_temps
-from .config import ModelConfig
-from .datasets import EvalDataset, ImageRecord, ImageSource, collate_eval
-from .encoder import Encoder, encoder_dim, preprocess_for
-from .image import ImageLoadError
+from captioner.checkpoint import remove_leftover_temps
+from captioner.config import ModelConfig
+from captioner.data.datasets import EvalDataset, ImageRecord, ImageSource, collate_eval
+from captioner.features.encoder import Encoder, encoder_dim
+from captioner.image.preprocess import preprocess_for
+from captioner.image.loading import ImageLoadError
 
 CACHE_VERSION = 1
 CACHE_DIRNAME = ".captioner-cache"

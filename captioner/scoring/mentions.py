@@ -12,7 +12,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Iterable, Mapping, Sequence
 
-from .scenes import parse_mentions
+from captioner.data.scenes import parse_mentions
 
 
 @dataclass(frozen=True)

@@ -27,19 +27,19 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
-from .api import resolve_device
-from .checkpoint import CheckpointError, load_checkpoint, model_state, remove_leftover_temps, save_checkpoint
-from .config import Config, ConfigError, config_from_dict
-from .datasets import (CaptionDataset, EvalDataset, ImageRecord, ImageSource, check_images,
+from captioner.api import resolve_device
+from captioner.checkpoint import CheckpointError, load_checkpoint, model_state, remove_leftover_temps, save_checkpoint
+from captioner.config import Config, ConfigError, config_from_dict
+from captioner.data.datasets import (CaptionDataset, EvalDataset, ImageRecord, ImageSource, check_images,
                        collate_captions, collate_eval, detect_format, holdout_split, load_records,
                        records_tokens, select_split)
-from .encoder import preprocess_for
-from .features import CACHE_DIRNAME, FeatureCache, open_or_build
-from .losses import doubly_stochastic_penalty, masked_cross_entropy
-from .mentions import load_scene_objects, mention_scores
-from .model import CaptionModel
-from .search import beam_search
-from .vocab import Vocab
+from captioner.image.preprocess import preprocess_for
+from captioner.features.cache import CACHE_DIRNAME, FeatureCache, open_or_build
+from captioner.scoring.losses import doubly_stochastic_penalty, masked_cross_entropy
+from captioner.scoring.mentions import load_scene_objects, mention_scores
+from captioner.model.caption_model import CaptionModel
+from captioner.words.search import beam_search
+from captioner.words.vocab import Vocab
 
 Log = Callable[[str], None]
 
@@ -172,7 +172,7 @@ def cache_features(config: Config, log: Log = _stderr) -> list[tuple[str, str, P
     _, device = _dist_setup(config.train.device)
     splits = make_splits(config)
     log(splits.note)
-    from .encoder import Encoder
+    from captioner.features.encoder import Encoder
     encoder = Encoder(config=config.model).to(device)
     caches = build_feature_caches(config, splits, encoder, device, Dist(), log)
     return [(name, _outcome(status), cache.data_path) for name, (cache, status) in zip(("train", "val"), caches)]
@@ -223,7 +223,7 @@ def validate(model, loader, vocab, records, config: Config, device, dist_info: D
              objects: dict[int, list[tuple[str, str]]] | None = None) -> dict[str, float] | None:
     """BLEU-4 and CIDEr-D of real decoding on the validation split (rank 0 gets the scores), and
     with `objects` (scenes) the object F1 and exact-set accuracy of the captions' mentions."""
-    from .metrics import score_captions
+    from captioner.scoring.metrics import score_captions
 
     t = config.train
     local = decode_split(model, loader, vocab, records, from_features=from_features,

@@ -20,7 +20,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from .config import SCORERS
+from captioner.config import SCORERS
 
 
 #: Elements per slice of the additive scorer's (B, K, P, A) sum when decoding (1 MB of fp32).

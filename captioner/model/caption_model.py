@@ -4,9 +4,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .config import ModelConfig
-from .decoder import Decoder, DecoderOutput
-from .encoder import Encoder, encoder_dim
+from captioner.config import ModelConfig
+from captioner.model.decoder import Decoder, DecoderOutput
+from captioner.features.encoder import Encoder, encoder_dim
 
 
 class CaptionModel(nn.Module):

@@ -33,8 +33,8 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from captioner.image import ImageLoadError, list_images, load_image
-from captioner.vocab import Vocab, tokenize
+from captioner.image.loading import ImageLoadError, list_images, load_image
+from captioner.words.vocab import Vocab, tokenize
 
 __all__ = [
     "AnnotationError",

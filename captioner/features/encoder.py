@@ -1,52 +1,17 @@
 """Image -> region features: a CNN backbone whose stride-32 map becomes a G x G grid.
 
-Preprocessing travels with the backbone (`Preprocess`), because each set of weights was
-trained with its own input scaling. The whole image is resized to a square, never centre-
-cropped, so the grid covers the full image and attention maps overlay it one to one.
+Its preprocessing (`captioner.image.preprocess.preprocess_for`) travels with the backbone's
+config, because each set of weights was trained with its own input scaling.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
-
-import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torch import nn
 
-from .config import ConfigError, ModelConfig
-from .efficientnet_lite import (HEAD_CHANNELS, LAST_BLOCK_CHANNELS, LITE0_STAGES,
-                                EfficientNetLite0, lite0_weights_path)
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-# EfficientNet-Lite was trained on (x*255 - 127) / 128, i.e. mean 127/255 and std 128/255.
-LITE_MEAN = (127.0 / 255.0,) * 3
-LITE_STD = (128.0 / 255.0,) * 3
-
-
-@dataclass(frozen=True)
-class Preprocess:
-    """PIL RGB image -> (3, size, size) float tensor, normalised for one backbone."""
-
-    size: int
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-
-    def __call__(self, image: Image.Image) -> torch.Tensor:
-        image = image.convert("RGB").resize((self.size, self.size), Image.Resampling.BICUBIC)
-        x = torch.from_numpy(np.array(image, dtype=np.float32)).permute(2, 0, 1)  # (3, S, S)
-        x = x.div_(255.0)
-        mean = torch.tensor(self.mean).view(3, 1, 1)
-        std = torch.tensor(self.std).view(3, 1, 1)
-        return (x - mean) / std
-
-
-def preprocess_for(config: ModelConfig) -> Preprocess:
-    if config.backbone.startswith("efficientnet_lite"):
-        return Preprocess(config.image_size, LITE_MEAN, LITE_STD)
-    return Preprocess(config.image_size, IMAGENET_MEAN, IMAGENET_STD)
+from captioner.config import ConfigError, ModelConfig
+from captioner.features.efficientnet_lite import (HEAD_CHANNELS, LAST_BLOCK_CHANNELS, LITE0_STAGES,
+                                                  EfficientNetLite0, lite0_weights_path)
 
 
 def encoder_dim(config: ModelConfig) -> int:

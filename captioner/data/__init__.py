@@ -1,0 +1,1 @@
+"""Annotations, datasets and the synthetic scenes generator."""

@@ -1,0 +1,1 @@
+"""Images -> region features: the CNN encoders and the feature cache."""

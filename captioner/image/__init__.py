@@ -1,0 +1,1 @@
+"""Image files in, RGB pictures out: loading, checks and preprocessing."""

@@ -1,0 +1,1 @@
+"""The captioning model as pure nn.Modules: attention, decoder, encoder + decoder."""

@@ -1,0 +1,1 @@
+"""Attention overlays: render each word's map on the image, as PNG, GIF and HTML."""

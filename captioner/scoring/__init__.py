@@ -1,0 +1,1 @@
+"""Losses and metrics: COCO caption metrics, grounding and object mentions."""

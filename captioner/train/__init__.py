@@ -1,0 +1,1 @@
+"""Training: the loop, validation, resume and distributed set-up."""
