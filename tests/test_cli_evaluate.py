@@ -5,14 +5,10 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
-from captioner.checkpoint import save_checkpoint
 from captioner.cli import main
-from captioner.config import Config, ModelConfig
-from captioner.model.caption_model import CaptionModel
-from captioner.data.scenes import COLORS, SHAPES, SIZES, generate_scenes
-from captioner.words.vocab import SPECIALS, Vocab
+from captioner.data.scenes import generate_scenes
+from conftest import make_tiny_checkpoint
 
 METRICS = {"BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr-D"}
 
@@ -26,14 +22,7 @@ def scenes(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
-    cfg = Config(model=ModelConfig(image_size=64, grid=2, embed_dim=8, attention_dim=8, hidden_dim=8))
-    vocab = Vocab([*SPECIALS, "a", "and", *SIZES, *COLORS, *SHAPES])
-    torch.manual_seed(4)
-    model = CaptionModel(config=cfg.model, vocab_size=len(vocab))
-    with torch.no_grad():
-        model.decoder.L_o.bias[vocab.end_id] = -5.0
-    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "m.pt", model=model, config=cfg,
-                           vocab=vocab, epoch=0, step=0)
+    return make_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "m.pt", seed=4, end_bias=-5.0)
 
 
 def _last_json(out: str) -> dict:
@@ -66,6 +55,7 @@ def test_evaluate_writes_results_and_prints_metrics(scenes, checkpoint, tmp_path
         assert again[key] == pytest.approx(scores[key], abs=1e-12)
 
 
+@pytest.mark.java
 def test_score_with_java_and_toolkit_keys(scenes, tmp_path, capsys):
     refs = json.loads((scenes / "captions.json").read_text())
     first = {}

@@ -1,10 +1,9 @@
-"""Annotation formats, splits, and the caption/eval datasets with their collate functions."""
+"""Splits, image checks, and the caption/eval datasets with their collate functions.
+
+Reading the annotation files is tested in test_annotations.py."""
 
 from __future__ import annotations
 
-import contextlib
-import io
-import json
 import pickle
 import random
 import warnings
@@ -14,25 +13,20 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from pycocotools.coco import COCO
 from torch.utils.data import DataLoader
 from torchvision import transforms
 
+from captioner.data.annotations import ImageRecord
 from captioner.data.datasets import (
-    AnnotationError,
     CaptionDataset,
     EvalDataset,
-    ImageRecord,
     ImageSource,
     check_images,
     collate_captions,
     collate_eval,
-    detect_format,
-    holdout_split,
-    load_records,
     records_tokens,
-    select_split,
 )
+from captioner.data.splits import holdout_split
 from captioner.image.loading import ImageLoadError
 from captioner.words.vocab import Vocab
 
@@ -43,114 +37,6 @@ def _image(path: Path, value: int) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.new("RGB", (12, 10), (value, value, value)).save(path)
     return path
-
-
-def _coco(tmp_path: Path) -> Path:
-    images = [{"id": 7, "file_name": "b.png"}, {"id": 3, "file_name": "a.png"}, {"id": 9, "file_name": "c.png"}]
-    anns = [
-        {"id": 1, "image_id": 7, "caption": "A dog runs."},
-        {"id": 2, "image_id": 3, "caption": "A cat sits on a mat"},
-        {"id": 3, "image_id": 7, "caption": "The dog is running, fast!"},
-    ]
-    path = tmp_path / "captions.json"
-    path.write_text(json.dumps({"info": {}, "images": images, "annotations": anns}))
-    return path
-
-
-def _karpathy(tmp_path: Path, images: list[dict] | None = None) -> Path:
-    if images is None:
-        images = [
-            {"filepath": "train2014", "filename": "x.jpg", "split": "train", "cocoid": 11, "imgid": 0,
-             "sentences": [{"raw": "A Red ball.", "tokens": ["A", "Red", "ball"]}]},
-            {"filepath": "val2014", "filename": "y.jpg", "split": "restval", "cocoid": 12, "imgid": 1,
-             "sentences": [{"raw": "a blue ball", "tokens": ["a", "blue", "ball"]}]},
-            {"filename": "z.jpg", "split": "val", "imgid": 2, "sentences": [{"raw": "Two balls!"}]},
-            {"filename": "w.jpg", "split": "test", "imgid": 3, "sentences": []},
-        ]
-    path = tmp_path / "dataset.json"
-    path.write_text(json.dumps({"dataset": "toy", "images": images}))
-    return path
-
-
-# ----------------------------------------------------------------------------- formats
-
-
-def test_coco_records(tmp_path):
-    path = _coco(tmp_path)
-    with contextlib.redirect_stdout(io.StringIO()):
-        assert len(COCO(str(path)).getAnnIds()) == 3  # the fixture is real COCO
-    assert detect_format(path) == "coco"
-    recs = load_records(path)
-    assert [r.image_id for r in recs] == [3, 7, 9]  # sorted by id
-    assert recs[0].path == tmp_path / "a.png" and {r.split for r in recs} == {"train"}
-    assert recs[1].captions == ("A dog runs.", "The dog is running, fast!")
-    assert recs[1].tokens == (("a", "dog", "runs"), ("the", "dog", "is", "running", "fast"))
-    assert recs[2].captions == () and recs[2].tokens == ()
-    assert load_records(path, images=tmp_path / "imgs")[0].path == tmp_path / "imgs" / "a.png"
-
-
-def test_karpathy_records(tmp_path):
-    path = _karpathy(tmp_path)
-    assert detect_format(path) == "karpathy"
-    recs = load_records(path, images="/data/coco")
-    assert [r.image_id for r in recs] == [11, 12, 2, 3]  # cocoid when present, else imgid
-    assert recs[0].path == Path("/data/coco/train2014/x.jpg")
-    assert recs[2].path == Path("/data/coco/z.jpg")
-    assert recs[0].tokens == (("a", "red", "ball"),)  # given tokens, lower-cased
-    assert recs[2].tokens == (("two", "balls"),)  # no tokens given: tokenised from raw
-    assert [r.split for r in recs] == ["train", "restval", "val", "test"]
-    assert [r.image_id for r in select_split(recs, "train")] == [11, 12]  # train + restval
-    assert [r.image_id for r in select_split(recs, "val")] == [2]
-    with pytest.raises(ValueError, match="unknown split"):
-        select_split(recs, "TRAIN")
-
-
-def test_folder_records(tmp_path):
-    _image(tmp_path / "pics" / "b.jpg", 1)
-    _image(tmp_path / "pics" / "a.png", 2)
-    (tmp_path / "pics" / "readme.txt").write_text("hi")
-    assert detect_format(tmp_path / "pics") == "folder"
-    recs = load_records(tmp_path / "pics")
-    assert [(r.image_id, r.path.name, r.split, r.captions) for r in recs] == [(0, "a.png", "test", ()), (1, "b.jpg", "test", ())]
-
-
-def _error(tmp_path: Path, obj_or_text, name: str = "ann.json") -> str:
-    path = tmp_path / name
-    path.write_text(obj_or_text if isinstance(obj_or_text, str) else json.dumps(obj_or_text))
-    with pytest.raises(AnnotationError) as info:
-        load_records(path)
-    msg = str(info.value)
-    assert msg.startswith(str(path) + ": ")
-    return msg[len(str(path)) + 2 :]
-
-
-def test_annotation_errors_name_file_and_field(tmp_path):
-    assert _error(tmp_path, '{"images": [\n  {"id": 1,}\n]}').startswith("malformed JSON at line 2 column")
-    assert "top level" in _error(tmp_path, "[1, 2]")
-    assert "unrecognised annotation format" in _error(tmp_path, {"foo": 1})
-
-    ok = {"filename": "a.jpg", "split": "train", "imgid": 0, "sentences": [{"raw": "x"}]}
-    imgs = [dict(ok, imgid=i) for i in range(3)] + [{"filename": "d.jpg", "split": "train", "imgid": 3}]
-    assert _error(tmp_path, {"images": imgs}) == "images[3].sentences missing"
-    assert _error(tmp_path, {"images": [dict(ok, split="dev")]}).startswith("images[0].split must be one of")
-    assert _error(tmp_path, {"images": [dict(ok, imgid="0")]}).startswith("images[0].imgid must be an integer")
-    assert _error(tmp_path, {"images": [ok, ok]}).startswith("images[1].imgid 0 duplicates")
-    assert _error(tmp_path, {"images": [dict(ok, sentences=[{"raw": 5}])]}).startswith("images[0].sentences[0].raw must be a string")
-
-    coco = {"images": [{"id": 1, "file_name": "a.jpg"}], "annotations": [{"id": 1, "image_id": 1, "caption": "x"}]}
-    bad_ref = json.loads(json.dumps(coco))
-    bad_ref["annotations"].append({"id": 2, "image_id": 5, "caption": "y"})
-    assert _error(tmp_path, bad_ref) == "annotations[1].image_id 5 refers to an unknown image"
-    no_cap = json.loads(json.dumps(coco))
-    no_cap["annotations"].append({"id": 2, "image_id": 1})
-    assert _error(tmp_path, no_cap) == "annotations[1].caption missing"
-    no_name = json.loads(json.dumps(coco))
-    del no_name["images"][0]["file_name"]
-    assert _error(tmp_path, no_name) == "images[0].file_name missing"
-    instances = {"images": coco["images"], "annotations": [{"id": 1, "image_id": 1, "bbox": [0, 0, 1, 1]}]}
-    assert "instances" in _error(tmp_path, instances)
-    with pytest.raises(FileNotFoundError, match="nope.json"):
-        load_records(tmp_path / "nope.json")
 
 
 # ----------------------------------------------------------------------------- splits and checks

@@ -7,7 +7,6 @@ covers x in [20c, 20c+20) and y in [10r, 10r+10).
 
 from __future__ import annotations
 
-import json
 import math
 
 import numpy as np
@@ -18,7 +17,6 @@ from captioner.scoring.grounding import (
     Box,
     GroundingInputError,
     GroundingResult,
-    load_instances,
     pointing_game,
     scene_word_to_category,
     summarize_grounding,
@@ -251,85 +249,3 @@ def test_scene_vocabulary_maps_shapes_to_themselves():
     for shape in ("circle", "square", "triangle", "star", "cross"):
         assert table[shape] == shape
     assert table["crosses"] == "cross" and table["stars"] == "star"
-
-
-# ---------------------------------------------------------------------------------------------
-# COCO instances files
-# ---------------------------------------------------------------------------------------------
-
-
-def _instances() -> dict:
-    return {
-        "images": [
-            {"id": 7, "width": 640, "height": 480, "file_name": "a.jpg"},
-            {"id": 9, "width": 320, "height": 240, "file_name": "b.jpg"},
-        ],
-        "categories": [{"id": 1, "name": "person"}, {"id": 18, "name": "dog"}],
-        "annotations": [
-            {"id": 1, "image_id": 7, "category_id": 18, "bbox": [10, 20, 30.5, 40], "iscrowd": 0,
-             "area": 1220.0},
-            {"id": 2, "image_id": 7, "category_id": 1, "bbox": [100, 50, 60, 200], "iscrowd": 1,
-             "area": 12000.0},
-        ],
-    }
-
-
-def test_load_instances(tmp_path, capsys):
-    path = tmp_path / "instances.json"
-    path.write_text(json.dumps(_instances()))
-    boxes, sizes = load_instances(path)
-    assert sizes == {7: (640, 480), 9: (320, 240)}
-    assert boxes[7] == [Box("dog", 10.0, 20.0, 30.5, 40.0), Box("person", 100.0, 50.0, 60.0, 200.0)]
-    assert boxes[9] == []
-    assert capsys.readouterr().out == ""  # pycocotools' progress prints are silenced
-    # End to end: the loaded boxes feed the metric (dog box covers cells (0..1, 0) of 7x7).
-    res = pointing_game(["dog"], maps(peak(0, 0)), boxes[7], sizes[7], COCO_SYNONYMS, slack=0)
-    assert res.hits == 1
-
-
-def _break(data: dict, where: str) -> dict:
-    if where == "bbox":
-        data["annotations"][1]["bbox"] = [1, 2, 3]
-    elif where == "category":
-        data["annotations"][0]["category_id"] = 99
-    elif where == "image":
-        data["annotations"][1]["image_id"] = 8
-    elif where == "width":
-        del data["images"][1]["width"]
-    elif where == "categories":
-        del data["categories"]
-    elif where == "name":
-        data["categories"][0]["name"] = 3
-    return data
-
-
-@pytest.mark.parametrize(
-    ("where", "message"),
-    [
-        ("bbox", r"annotations\[1\]\.bbox must be 4 numbers"),
-        ("category", r"annotations\[0\]\.category_id = 99 is not in categories"),
-        ("image", r"annotations\[1\]\.image_id = 8 is not in images"),
-        ("width", r"missing field images\[1\]\.width"),
-        ("categories", "'categories'"),
-        ("name", r"categories\[0\]\.name"),
-    ],
-)
-def test_malformed_instances_name_file_and_field(tmp_path, where, message):
-    path = tmp_path / "instances.json"
-    path.write_text(json.dumps(_break(_instances(), where)))
-    with pytest.raises(GroundingInputError, match=message) as info:
-        load_instances(path)
-    assert str(path) in str(info.value)
-
-
-def test_unreadable_instances_files(tmp_path):
-    bad = tmp_path / "bad.json"
-    bad.write_text("[1, 2")
-    with pytest.raises(GroundingInputError, match="bad.json: not valid JSON"):
-        load_instances(bad)
-    with pytest.raises(GroundingInputError, match="missing.json: file not found"):
-        load_instances(tmp_path / "missing.json")
-    listing = tmp_path / "list.json"
-    listing.write_text("[]")
-    with pytest.raises(GroundingInputError, match="list.json: expected a JSON object"):
-        load_instances(listing)

@@ -1,6 +1,7 @@
-"""captioner.scoring.metrics reproduces the COCO caption toolkit (pycocoevalcap) number for number.
+"""captioner.scoring.coco_metrics reproduces the COCO caption toolkit (pycocoevalcap) number for number.
 
-The Java-dependent tests skip when no Java runs; the pinned golden values still check the
+The Java-dependent tests are marked `java`: they skip when no Java runs (conftest.py), or fail
+when CAPTIONER_REQUIRE_JAVA is set, as in CI; the pinned golden values still check the
 pure-Python path then. METEOR's JVM takes 7-10 s to load its paraphrase table, so two start in
 all: one inside `score_captions` for the fixture report (the real path, checked for leftover
 processes), and one shared by the other METEOR tests (METEOR's EVAL protocol is stateless
@@ -11,23 +12,16 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import math
 import os
 from pathlib import Path
 
 import pytest
 
-from captioner.scoring import metrics as M
-from captioner.scoring.metrics import (
-    MetricsInputError,
-    ScoreReport,
-    format_table,
-    load_references,
-    load_results,
-    ptb_tokenize,
-    score_captions,
-)
+from captioner.data.annotations import load_references, load_results
+from captioner.scoring import coco_metrics as M
+from captioner.scoring.coco_metrics import MetricsInputError, ScoreReport, format_table, score_captions
+from captioner.scoring.ptb import java_available, ptb_tokenize
 
 FIXTURES = Path(__file__).parent / "fixtures"
 REFS_JSON = FIXTURES / "captions_refs.json"  # 6 COCO images, 3-5 references each
@@ -46,8 +40,7 @@ GOLDEN = {
     "CIDEr-D": 2.294679465291539,
 }
 
-HAS_JAVA = M.java_available()
-needs_java = pytest.mark.skipif(not HAS_JAVA, reason="no working java on PATH")
+needs_java = pytest.mark.java
 
 # Ordinary COCO-style captions covering the punctuation captions actually contain: the Python
 # tokenizer must give exactly the Java tokens on all of them.
@@ -86,8 +79,6 @@ def fixture_captions() -> tuple[dict[int, list[str]], dict[int, str]]:
 
 @pytest.fixture(scope="module")
 def java_report(fixture_captions) -> ScoreReport:
-    if not HAS_JAVA:
-        pytest.skip("no working java on PATH")
     refs, cands = fixture_captions
     return score_captions(refs, cands)
 
@@ -97,8 +88,6 @@ _SHARED_PIDS: set[int] = set()  # the shared METEOR process is expected to be al
 
 @pytest.fixture(scope="module")
 def shared_meteor():
-    if not HAS_JAVA:
-        pytest.skip("no working java on PATH")
     meteor = M._ClosingMeteor()
     _SHARED_PIDS.add(meteor.meteor_p.pid)
     yield meteor
@@ -287,7 +276,7 @@ def test_python_fallback_reproduces_golden_except_meteor(fixture_captions):
 
 def test_autodetect_with_empty_path_falls_back(fixture_captions, monkeypatch):
     monkeypatch.setenv("PATH", "")
-    assert not M.java_available()
+    assert not java_available()
     refs, cands = fixture_captions
     report = score_captions(refs, cands)
     assert report.tokenizer == "ptb-python"
@@ -332,6 +321,7 @@ def test_python_tokenizer_known_forms():
 # ---------------------------------------------------------------------------------------------
 
 
+@needs_java  # without Java, METEOR is never started anyway
 def test_metric_subset_never_starts_meteor(fixture_captions, monkeypatch):
     def boom():
         raise AssertionError("METEOR's JVM was started")
@@ -349,17 +339,22 @@ def test_unknown_metric_name_is_rejected():
         score_captions({1: ["a dog"]}, {1: "a dog"}, metrics=("BLEU4",), java=False)
 
 
-def test_spice_reported_unavailable_only_when_asked(monkeypatch, tmp_path):
+def test_spice_absent_unless_asked(monkeypatch, tmp_path):
     monkeypatch.setattr(M, "_SPICE_DIR", tmp_path)  # no CoreNLP jars here
     refs = {1: ["a dog on a red couch"]}
     default = score_captions(refs, {1: "a dog on a couch"}, java=False, metrics=None)
     assert "SPICE" not in default.scores and "SPICE" not in default.unavailable
-    if HAS_JAVA:
-        asked = score_captions(refs, {1: "a dog on a couch"}, metrics=("SPICE", "BLEU-1"))
-        assert "downloaded at run time" in asked.unavailable["SPICE"]
-        assert str(tmp_path) in asked.unavailable["SPICE"]
-        assert any("SPICE skipped" in w for w in asked.warnings)
-        assert list(asked.scores) == ["BLEU-1"]
+
+
+@needs_java
+def test_spice_asked_for_without_its_jars_is_reported(monkeypatch, tmp_path):
+    monkeypatch.setattr(M, "_SPICE_DIR", tmp_path)  # no CoreNLP jars here
+    asked = score_captions({1: ["a dog on a red couch"]}, {1: "a dog on a couch"},
+                           metrics=("SPICE", "BLEU-1"))
+    assert "downloaded at run time" in asked.unavailable["SPICE"]
+    assert str(tmp_path) in asked.unavailable["SPICE"]
+    assert any("SPICE skipped" in w for w in asked.warnings)
+    assert list(asked.scores) == ["BLEU-1"]
 
 
 def _java_children() -> list[tuple[int, str]]:
@@ -464,93 +459,6 @@ def test_references_given_as_a_string_are_an_error():
 def test_non_string_candidate_is_an_error():
     with pytest.raises(MetricsInputError, match="must be a str"):
         score_captions({1: ["a dog"]}, {1: ["a dog"]}, java=False)
-
-
-# ---------------------------------------------------------------------------------------------
-# Files
-# ---------------------------------------------------------------------------------------------
-
-
-def _write(tmp_path: Path, name: str, data) -> Path:
-    path = tmp_path / name
-    path.write_text(data if isinstance(data, str) else json.dumps(data))
-    return path
-
-
-def test_load_coco_references_and_results(fixture_captions):
-    refs, cands = fixture_captions
-    assert sorted(refs) == sorted(cands) == [42, 73, 139, 285, 632, 724]
-    assert [len(refs[i]) for i in sorted(refs)] == [4, 4, 5, 3, 4, 4]
-    assert refs[724][2] == 'A street sign that says "STOP" near some trees.'
-    assert cands[285] == "a black bear laying in the grass near a tree"
-
-
-def test_load_karpathy_split(tmp_path):
-    def image(i, split, cocoid=True):
-        entry = {"imgid": i, "split": split, "filename": f"{i}.jpg",
-                 "sentences": [{"raw": f"caption {i} a", "tokens": []},
-                               {"raw": f"caption {i} b", "tokens": []}]}
-        if cocoid:
-            entry["cocoid"] = 1000 + i
-        return entry
-
-    coco_like = _write(tmp_path, "dataset_coco.json", {"images": [
-        image(0, "train"), image(1, "restval"), image(2, "val"), image(3, "test")]})
-    assert sorted(load_references(coco_like, split="train")) == [1000, 1001]
-    assert load_references(coco_like, split="val") == {1002: ["caption 2 a", "caption 2 b"]}
-    assert sorted(load_references(coco_like)) == [1000, 1001, 1002, 1003]
-    with pytest.raises(MetricsInputError, match=r"split 'dev'.*\['restval', 'test', 'train', 'val'\]"):
-        load_references(coco_like, split="dev")
-
-    flickr_like = _write(tmp_path, "dataset_flickr8k.json", {"images": [
-        image(5, "test", cocoid=False), image(6, "train", cocoid=False)]})
-    assert list(load_references(flickr_like, split="test")) == [5]  # imgid without cocoid
-
-
-@pytest.mark.parametrize(
-    ("data", "message"),
-    [
-        ("{not json", "not valid JSON"),
-        ([1, 2], "JSON object"),
-        ({"info": {}}, "neither a COCO captions file"),
-        ({"annotations": [{"image_id": 1, "caption": 5}]}, r"annotations\[0\]\.caption must be str"),
-        ({"annotations": [{"image_id": "1", "caption": "x"}]}, r"annotations\[0\]\.image_id must be int"),
-        ({"annotations": [{"caption": "x"}]}, r"missing field annotations\[0\]\.image_id"),
-        ({"images": [{"cocoid": 1, "sentences": [{"raw": "a"}]}, {"cocoid": 2}]},
-         r"missing field images\[1\]\.sentences"),
-        ({"images": [{"cocoid": 1, "sentences": [{"tokens": ["a"]}]}]},
-         r"missing field images\[0\]\.sentences\[0\]\.raw"),
-        ({"images": [{"cocoid": 1, "sentences": []}, {"cocoid": 1, "sentences": []}]},
-         r"duplicate image id images\[1\]\.cocoid = 1"),
-    ],
-)
-def test_malformed_reference_files_name_file_and_field(tmp_path, data, message):
-    path = _write(tmp_path, "refs.json", data)
-    with pytest.raises(MetricsInputError, match=message) as info:
-        load_references(path)
-    assert str(path) in str(info.value)
-
-
-def test_missing_file_is_named(tmp_path):
-    with pytest.raises(MetricsInputError, match="nope.json: file not found"):
-        load_results(tmp_path / "nope.json")
-
-
-@pytest.mark.parametrize(
-    ("data", "message"),
-    [
-        ({"image_id": 1, "caption": "x"}, "JSON list"),
-        ([{"image_id": 1, "caption": "x"}, {"image_id": 2}], r"missing field \[1\]\.caption"),
-        ([{"image_id": 1.5, "caption": "x"}], r"\[0\]\.image_id must be int"),
-        ([{"image_id": 3, "caption": "x"}, {"image_id": 9, "caption": "y"},
-          {"image_id": 3, "caption": "z"}], r"1 duplicate image_id entries \(e\.g\. 3\)"),
-    ],
-)
-def test_malformed_results_files_name_file_and_field(tmp_path, data, message):
-    path = _write(tmp_path, "results.json", data)
-    with pytest.raises(MetricsInputError, match=message) as info:
-        load_results(path)
-    assert str(path) in str(info.value)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -13,18 +13,10 @@ import pytest
 from PIL import Image
 from pycocotools.coco import COCO
 
-from captioner.data.datasets import load_records, select_split
-from captioner.data.scenes import (
-    BACKGROUND_RANGE,
-    COLOR_RGB,
-    COLORS,
-    NOVEL_COMBOS,
-    SHAPES,
-    SIZE_RANGES,
-    SIZES,
-    generate_scenes,
-    parse_mentions,
-)
+from captioner.data.annotations import load_records
+from captioner.data.scene_spec import COLORS, SHAPES, SIZES, parse_mentions
+from captioner.data.scenes import BACKGROUND_RANGE, COLOR_RGB, NOVEL_COMBOS, SIZE_RANGES, generate_scenes
+from captioner.data.splits import select_split
 
 SIZE = 96  # small canvases keep the tests fast; the layout rules are relative to the size
 

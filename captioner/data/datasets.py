@@ -1,30 +1,18 @@
-"""Caption annotations in, padded batches out.
+"""Records in, padded batches out: the torch side of the data.
 
-Three on-disk layouts are understood, all turned into the same :class:`ImageRecord` list:
-
-- ``coco``: the official ``captions_*.json`` (``images`` + ``annotations[].caption``), read
-  through ``pycocotools``;
-- ``karpathy``: Karpathy's ``dataset_{coco,flickr8k,flickr30k}.json`` with the standard
-  train/val/test/restval splits and pre-tokenised sentences;
-- ``folder``: a plain directory of images without captions (captioning new photos).
-
-Records say *what* to train on; pixels come from a separate ``source`` indexed like the records
-(an :class:`ImageSource` that decodes files, or a feature cache), so the same datasets serve
-end-to-end training and training on precomputed encoder features. A file that fails to load
-never crashes a DataLoader worker: the item comes back with ``image=None`` and the collate
-function drops it and reports it in ``skipped``.
+Records (:class:`~captioner.data.annotations.ImageRecord`, read by
+:mod:`captioner.data.annotations`) say *what* to train on; pixels come from a separate
+``source`` indexed like the records (an :class:`ImageSource` that decodes files, or a feature
+cache), so the same datasets serve end-to-end training and training on precomputed encoder
+features. A file that fails to load never crashes a DataLoader worker: the item comes back with
+``image=None`` and the collate function drops it and reports it in ``skipped``.
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import io
-import json
 import os
 import warnings
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -33,286 +21,27 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from captioner.image.loading import ImageLoadError, list_images, load_image
-from captioner.words.vocab import Vocab, tokenize
+from captioner.data.annotations import ImageRecord
+from captioner.data.splits import stable_unit
+from captioner.image.loading import ImageLoadError, load_image
+from captioner.words.vocab import Vocab
 
 __all__ = [
-    "AnnotationError",
     "CaptionBatch",
     "CaptionDataset",
     "CaptionItem",
     "EvalBatch",
     "EvalDataset",
     "EvalItem",
-    "ImageRecord",
     "ImageSource",
-    "KARPATHY_SPLITS",
     "check_images",
     "collate_captions",
     "collate_eval",
-    "detect_format",
-    "holdout_split",
-    "load_records",
     "records_tokens",
-    "select_split",
 ]
 
-#: Split names used by Karpathy's files; "restval" is the part of COCO val2014 used for training.
-KARPATHY_SPLITS: tuple[str, ...] = ("train", "val", "test", "restval")
 
-
-class AnnotationError(ValueError):
-    """An annotation file that cannot be used; the message names the file, field and reason."""
-
-
-@dataclass(frozen=True)
-class ImageRecord:
-    """One image and its reference captions.
-
-    ``captions`` keeps the raw text (for the evaluation references and for display);
-    ``tokens`` holds the matching lower-cased token lists used to build the vocabulary and
-    train, one per caption.
-    """
-
-    image_id: int
-    path: Path
-    split: str
-    captions: tuple[str, ...] = ()
-    tokens: tuple[tuple[str, ...], ...] = ()
-
-
-# ----------------------------------------------------------------------------- reading files
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: annotation file not found") from None
-    except IsADirectoryError:
-        raise AnnotationError(f"{path}: is a directory, expected a JSON annotation file") from None
-    except UnicodeDecodeError as e:
-        raise AnnotationError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
-    except json.JSONDecodeError as e:
-        raise AnnotationError(f"{path}: malformed JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
-
-
-def _format_of(obj: Any, path: Path) -> str:
-    if not isinstance(obj, dict):
-        raise AnnotationError(f"{path}: expected a JSON object at the top level, got {type(obj).__name__}")
-    if "annotations" in obj:
-        anns, images = obj["annotations"], obj.get("images")
-        if not isinstance(images, list):
-            raise AnnotationError(
-                f"{path}: images missing or not a list (COCO format has 'images' and 'annotations')"
-            )
-        if not isinstance(anns, list):
-            raise AnnotationError(f"{path}: annotations must be a list, got {type(anns).__name__}")
-        first = anns[0] if anns else {}
-        if anns and not (isinstance(first, dict) and "caption" in first):
-            instances = isinstance(first, dict) and "bbox" in first
-            hint = " (this looks like a COCO instances file, not captions)" if instances else ""
-            raise AnnotationError(f"{path}: annotations[0].caption missing{hint}")
-        return "coco"
-    images = obj.get("images")
-    if isinstance(images, list) and images and isinstance(images[0], dict) and "sentences" in images[0]:
-        return "karpathy"
-    if isinstance(images, list) and images:
-        raise AnnotationError(
-            f"{path}: images[0].sentences missing and no 'annotations' "
-            "(neither Karpathy nor COCO captions format)"
-        )
-    raise AnnotationError(
-        f"{path}: unrecognised annotation format: expected COCO captions "
-        "('images' + 'annotations') or Karpathy ('images[].sentences')"
-    )
-
-
-def detect_format(path: str | os.PathLike) -> str:
-    """``"coco"``, ``"karpathy"`` or ``"folder"`` (a directory of images); else AnnotationError."""
-    p = Path(path)
-    if p.is_dir():
-        return "folder"
-    return _format_of(_read_json(p), p)
-
-
-def load_records(data: str | os.PathLike, images: str | os.PathLike | None = None) -> list[ImageRecord]:
-    """Read ``data`` (annotation JSON or an image folder) into records.
-
-    ``images`` is the directory that image paths in the JSON are relative to; it defaults to the
-    directory holding the JSON file and is not used for folders. COCO records get split
-    ``"train"`` (the file does not say; the caller decides) and are sorted by image id; Karpathy
-    records keep the file's order and splits; folder records get split ``"test"``, image ids
-    0..N-1 and no captions. Only annotations are read: use :func:`check_images` to check files.
-    """
-    p = Path(data)
-    if p.is_dir():
-        return [ImageRecord(image_id=i, path=f, split="test") for i, f in enumerate(list_images(p))]
-    obj = _read_json(p)
-    fmt = _format_of(obj, p)
-    root = Path(images) if images is not None else p.parent
-    if fmt == "coco":
-        return _coco_records(obj, p, root)
-    return _karpathy_records(obj, p, root)
-
-
-def _is_int(x: Any) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)
-
-
-def _is_name(x: Any) -> bool:
-    return isinstance(x, str) and bool(x)
-
-
-def _require(entry: Any, where: str, fields: Sequence[tuple[str, Callable[[Any], bool], str]]) -> None:
-    """Check ``entry`` is an object with each ``(key, predicate, description)`` field."""
-    if not isinstance(entry, dict):
-        raise AnnotationError(f"{where} must be an object, got {type(entry).__name__}")
-    for key, ok, want in fields:
-        if key not in entry:
-            raise AnnotationError(f"{where}.{key} missing")
-        if not ok(entry[key]):
-            raise AnnotationError(f"{where}.{key} must be {want}, got {entry[key]!r}")
-
-
-_COCO_IMAGE_FIELDS = (("id", _is_int, "an integer"), ("file_name", _is_name, "a non-empty string"))
-_COCO_CAPTION_FIELDS = (
-    ("id", _is_int, "an integer"),
-    ("image_id", _is_int, "an integer"),
-    ("caption", lambda v: isinstance(v, str), "a string"),
-)
-
-
-def _coco_records(obj: dict, path: Path, root: Path) -> list[ImageRecord]:
-    # Validate before pycocotools sees the data: its own failures are bare KeyErrors.
-    ids: set[int] = set()
-    for i, im in enumerate(obj["images"]):
-        _require(im, f"{path}: images[{i}]", _COCO_IMAGE_FIELDS)
-        if im["id"] in ids:
-            raise AnnotationError(f"{path}: images[{i}].id {im['id']} is a duplicate")
-        ids.add(im["id"])
-    for j, ann in enumerate(obj["annotations"]):
-        _require(ann, f"{path}: annotations[{j}]", _COCO_CAPTION_FIELDS)
-        if ann["image_id"] not in ids:
-            raise AnnotationError(f"{path}: annotations[{j}].image_id {ann['image_id']} refers to an unknown image")
-
-    from pycocotools.coco import COCO  # deferred: only COCO files need it
-
-    coco = COCO()
-    coco.dataset = obj
-    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
-        coco.createIndex()
-    records = []
-    for image_id in sorted(coco.imgs):
-        im = coco.imgs[image_id]
-        captions = tuple(a["caption"].strip() for a in coco.imgToAnns.get(image_id, []))
-        records.append(
-            ImageRecord(
-                image_id=image_id,
-                path=root / im["file_name"],
-                split="train",
-                captions=captions,
-                tokens=tuple(tuple(tokenize(c)) for c in captions),
-            )
-        )
-    return records
-
-
-_KARPATHY_IMAGE_FIELDS = (
-    ("filename", _is_name, "a non-empty string"),
-    ("split", lambda v: v in KARPATHY_SPLITS, f"one of {list(KARPATHY_SPLITS)}"),
-    ("sentences", lambda v: isinstance(v, list), "a list"),
-)
-
-
-def _karpathy_records(obj: dict, path: Path, root: Path) -> list[ImageRecord]:
-    records = []
-    seen: dict[int, int] = {}
-    for i, im in enumerate(obj["images"]):
-        where = f"{path}: images[{i}]"
-        _require(im, where, _KARPATHY_IMAGE_FIELDS)
-        filepath = im.get("filepath", "")  # only in dataset_coco.json
-        if not isinstance(filepath, str):
-            raise AnnotationError(f"{where}.filepath must be a string, got {filepath!r}")
-        key = "cocoid" if "cocoid" in im else "imgid"
-        if key not in im:
-            raise AnnotationError(f"{where}.imgid missing (and no cocoid)")
-        image_id = im[key]
-        if not _is_int(image_id):
-            raise AnnotationError(f"{where}.{key} must be an integer, got {image_id!r}")
-        if image_id in seen:
-            raise AnnotationError(f"{where}.{key} {image_id} duplicates images[{seen[image_id]}]")
-        seen[image_id] = i
-        captions, tokens = [], []
-        for k, s in enumerate(im["sentences"]):
-            sw = f"{where}.sentences[{k}]"
-            if not isinstance(s, dict):
-                raise AnnotationError(f"{sw} must be an object, got {type(s).__name__}")
-            raw, toks = s.get("raw"), s.get("tokens")
-            if raw is None and toks is None:
-                raise AnnotationError(f"{sw}.raw missing (and no tokens)")
-            if raw is not None and not isinstance(raw, str):
-                raise AnnotationError(f"{sw}.raw must be a string, got {raw!r}")
-            if toks is not None and not (isinstance(toks, list) and all(isinstance(t, str) for t in toks)):
-                raise AnnotationError(f"{sw}.tokens must be a list of strings")
-            if toks is None:
-                toks = tokenize(raw)
-            else:
-                toks = [t.lower() for t in toks if t.strip()]
-            captions.append(raw.strip() if raw is not None else " ".join(toks))
-            tokens.append(tuple(toks))
-        records.append(
-            ImageRecord(
-                image_id=image_id,
-                path=root / filepath / im["filename"],
-                split=im["split"],
-                captions=tuple(captions),
-                tokens=tuple(tokens),
-            )
-        )
-    return records
-
-
-# ----------------------------------------------------------------------------- splits and checks
-
-
-def select_split(records: Sequence[ImageRecord], split: str) -> list[ImageRecord]:
-    """Records of one split; ``"train"`` includes ``"restval"`` as in the literature."""
-    if split not in KARPATHY_SPLITS:
-        raise ValueError(f"select_split: unknown split {split!r}, expected one of {list(KARPATHY_SPLITS)}")
-    wanted = {"train", "restval"} if split == "train" else {split}
-    return [r for r in records if r.split in wanted]
-
-
-def _stable_unit(*parts: object) -> float:
-    """A deterministic pseudo-random number in [0, 1) from ``parts`` (same on every machine/run)."""
-    h = hashlib.blake2b(":".join(map(str, parts)).encode(), digest_size=8).digest()
-    return int.from_bytes(h, "little") / 2**64
-
-
-def holdout_split(
-    records: Sequence[ImageRecord], fraction: float = 0.05, seed: int = 0
-) -> tuple[list[ImageRecord], list[ImageRecord]]:
-    """Split records into ``(train, val)`` when a dataset has no validation split (e.g. COCO json).
-
-    An image's side depends only on ``(seed, image_id)`` ranks, not on the records' order, so
-    the split is reproducible. Val gets ``round(fraction * N)`` images but at least one, and
-    train keeps at least one when N >= 2. Both lists keep the input order.
-    """
-    if not 0.0 < fraction < 1.0:
-        raise ValueError(f"holdout_split: fraction must be in (0, 1), got {fraction}")
-    n = len(records)
-    if n == 0:
-        raise ValueError("holdout_split: no records to split")
-    n_val = max(1, round(fraction * n))
-    if n >= 2:
-        n_val = min(n_val, n - 1)
-    order = sorted(range(n), key=lambda i: (_stable_unit(seed, records[i].image_id), i))
-    val_idx = set(order[:n_val])
-    train = [r for i, r in enumerate(records) if i not in val_idx]
-    val = [r for i, r in enumerate(records) if i in val_idx]
-    return train, val
+# ----------------------------------------------------------------------------- checks
 
 
 def check_images(records: Sequence[ImageRecord], max_missing_fraction: float = 0.5) -> int:
@@ -514,7 +243,7 @@ class CaptionDataset(Dataset):
             return i
         r = int(self._image_records[i])
         first, end = int(self._image_first[i]), int(self._image_first[i + 1])
-        pick = int(_stable_unit(self.seed, self.epoch, int(self._image_ids[r])) * (end - first))
+        pick = int(stable_unit(self.seed, self.epoch, int(self._image_ids[r])) * (end - first))
         return first + pick
 
     def __getitem__(self, i: int) -> CaptionItem:

@@ -2,7 +2,9 @@
 
 A dataset small enough to train on a laptop in minutes and simple enough that every caption
 can be checked: each caption names every object exactly once as ``[size] <color> <shape>``, so
-object-level precision/recall (:func:`parse_mentions`) and attention-vs-box checks are exact.
+object-level precision/recall (:func:`captioner.data.scene_spec.parse_mentions`) and
+attention-vs-box checks are exact. The words themselves (:data:`~captioner.data.scene_spec.SHAPES`,
+``COLORS``, ``SIZES``) live in :mod:`captioner.data.scene_spec`, shared with the scores.
 ``novel=True`` builds a test set of colour-shape combinations never seen in training
 (:data:`NOVEL_COMBOS`), a probe for compositional generalisation.
 
@@ -25,26 +27,20 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
+from captioner.data.scene_spec import COLORS, SHAPES, SIZES
 from captioner.words.vocab import tokenize
 
 __all__ = [
     "BACKGROUND_RANGE",
-    "COLORS",
     "COLOR_RGB",
     "NOVEL_COMBOS",
-    "SHAPES",
-    "SIZES",
     "SIZE_RANGES",
     "SceneObject",
     "SceneSummary",
     "generate_scenes",
-    "parse_mentions",
     "render_scene",
 ]
 
-SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "star", "cross")
-COLORS: tuple[str, ...] = ("red", "green", "blue", "yellow", "purple", "orange")
-SIZES: tuple[str, ...] = ("small", "large")
 #: Colour-shape pairs held out of ordinary scenes; ``novel=True`` scenes each contain one.
 NOVEL_COMBOS: tuple[tuple[str, str], ...] = (
     ("red", "star"),
@@ -114,29 +110,6 @@ class SceneSummary:
 
 
 # ----------------------------------------------------------------------------- captions
-
-
-def parse_mentions(tokens: Sequence[str]) -> list[tuple[str, str]]:
-    """``(color, shape)`` pairs mentioned in ``tokens``, in order.
-
-    A mention is a colour word followed by a shape word, optionally with one size word in
-    between ("red small circle"); a size word before the colour ("small red circle") is simply
-    skipped. Used for object-level precision/recall of generated captions.
-    """
-    toks = [t.lower() for t in tokens]
-    found: list[tuple[str, str]] = []
-    i = 0
-    while i < len(toks):
-        if toks[i] in COLORS:
-            j = i + 1
-            if j < len(toks) and toks[j] in SIZES:
-                j += 1
-            if j < len(toks) and toks[j] in SHAPES:
-                found.append((toks[i], toks[j]))
-                i = j + 1
-                continue
-        i += 1
-    return found
 
 
 def _phrase(obj: SceneObject, with_size: bool) -> str:
@@ -371,6 +344,37 @@ def _write_json(path: Path, obj: Any) -> None:
     path.write_text(json.dumps(obj, separators=(",", ":"), ensure_ascii=True) + "\n", encoding="utf-8")
 
 
+def _checked_args(num_images: int, seed: int, size: int, split_fractions: Sequence[float]) -> tuple[float, ...]:
+    """Errors name the argument; returns the split fractions as floats."""
+    if num_images < 1:
+        raise ValueError(f"generate_scenes: num_images must be >= 1, got {num_images}")
+    if seed < 0:
+        raise ValueError(f"generate_scenes: seed must be >= 0, got {seed}")
+    if size < 32:
+        raise ValueError(f"generate_scenes: size must be >= 32 px, got {size}")
+    fr = tuple(float(f) for f in split_fractions)
+    if len(fr) != 3 or min(fr) < 0 or abs(sum(fr) - 1.0) > 1e-6:
+        raise ValueError(
+            f"generate_scenes: split_fractions must be 3 non-negative numbers summing to 1, got {split_fractions}"
+        )
+    return fr
+
+
+def _instance(obj: SceneObject, image_id: int, ann_id: int) -> dict[str, Any]:
+    """One object as a COCO instances annotation, with the scenes' `color` and `size` fields."""
+    return {
+        "id": ann_id,
+        "image_id": image_id,
+        "category_id": SHAPES.index(obj.shape) + 1,
+        "bbox": list(obj.bbox),
+        "area": obj.area,
+        "iscrowd": 0,
+        "segmentation": [list(obj.segmentation)],
+        "color": obj.color,
+        "size": obj.size,
+    }
+
+
 def generate_scenes(
     out: str | os.PathLike,
     num_images: int,
@@ -388,18 +392,7 @@ def generate_scenes(
     annotation) and ``dataset.json`` (Karpathy, with train/val/test splits by
     ``split_fractions``; all "test" when ``novel``). Same arguments, same bytes.
     """
-    if num_images < 1:
-        raise ValueError(f"generate_scenes: num_images must be >= 1, got {num_images}")
-    if seed < 0:
-        raise ValueError(f"generate_scenes: seed must be >= 0, got {seed}")
-    if size < 32:
-        raise ValueError(f"generate_scenes: size must be >= 32 px, got {size}")
-    fr = tuple(float(f) for f in split_fractions)
-    if len(fr) != 3 or min(fr) < 0 or abs(sum(fr) - 1.0) > 1e-6:
-        raise ValueError(
-            f"generate_scenes: split_fractions must be 3 non-negative numbers summing to 1, got {split_fractions}"
-        )
-
+    fr = _checked_args(num_images, seed, size, split_fractions)
     out = Path(out)
     images_dir = out / "images"
     images_dir.mkdir(parents=True, exist_ok=True)
@@ -425,18 +418,7 @@ def generate_scenes(
         coco_images.append(
             {"id": image_id, "file_name": f"images/{filename}", "width": size, "height": size, "license": 1}
         )
-        for obj in objects:
-            inst_anns.append({
-                "id": len(inst_anns) + 1,
-                "image_id": image_id,
-                "category_id": SHAPES.index(obj.shape) + 1,
-                "bbox": list(obj.bbox),
-                "area": obj.area,
-                "iscrowd": 0,
-                "segmentation": [list(obj.segmentation)],
-                "color": obj.color,
-                "size": obj.size,
-            })
+        inst_anns += [_instance(obj, image_id, len(inst_anns) + 1 + k) for k, obj in enumerate(objects)]
         sentences = []
         for caption in _captions(objects, rng):
             cap_anns.append({"id": sentid + 1, "image_id": image_id, "caption": caption})

@@ -1,1 +1,1 @@
-"""Losses and metrics: COCO caption metrics, grounding and object mentions."""
+"""Losses and metrics: COCO caption metrics (with their PTB tokenizer), grounding and object mentions."""

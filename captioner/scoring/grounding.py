@@ -14,36 +14,25 @@ against the ground-truth boxes, with two numbers:
 
 A named class with no box in the image is *hallucinated*: counted as a miss (and a mass of 0),
 and reported separately so that grounding failures and naming failures can be told apart.
+
+The boxes and image sizes come from :func:`captioner.data.annotations.load_instances`, which
+reads and checks the COCO instances file; nothing here reads files.
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
-import json
 import math
-import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from captioner.data.scenes import SHAPES
+from captioner.data.annotations import Box
+from captioner.data.scene_spec import SHAPES
 
 
 class GroundingInputError(ValueError):
     """Inputs to the grounding metric that would give a meaningless number."""
-
-
-@dataclass(frozen=True)
-class Box:
-    """One ground-truth object: COCO ``[x, y, w, h]`` in image pixels, origin at the top left."""
-
-    category: str
-    x: float
-    y: float
-    w: float
-    h: float
 
 
 @dataclass(frozen=True)
@@ -211,80 +200,6 @@ def summarize_grounding(result: GroundingResult) -> dict[str, float]:
 
 
 # --------------------------------------------------------------------------------------------
-# Ground truth
-# --------------------------------------------------------------------------------------------
-
-
-def load_instances(
-    path: str | os.PathLike[str],
-) -> tuple[dict[int, list[Box]], dict[int, tuple[int, int]]]:
-    """Boxes and image sizes from a COCO instances file (``instances_val2014.json``).
-
-    Returns image id -> boxes (every image listed, possibly with no box) and image id ->
-    (width, height). Crowd annotations are kept: a crowd box still marks where that class is.
-    The file is checked field by field first, because pycocotools fails with bare
-    ``KeyError``s / ``AssertionError``s that do not say which file or field is wrong.
-    """
-    from pycocotools.coco import COCO
-
-    try:
-        with open(path, encoding="utf-8") as fh:
-            data = json.load(fh)
-    except FileNotFoundError:
-        raise GroundingInputError(f"{path}: file not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise GroundingInputError(f"{path}: not valid JSON ({err})") from None
-    if not isinstance(data, dict):
-        raise GroundingInputError(f"{path}: expected a JSON object at the top level")
-    for key in ("images", "annotations", "categories"):
-        if not isinstance(data.get(key), list):
-            raise GroundingInputError(f"{path}: missing or non-list field '{key}'")
-
-    def need(obj: object, key: str, where: str, kinds: tuple[type, ...]) -> object:
-        if not isinstance(obj, dict) or key not in obj:
-            raise GroundingInputError(f"{path}: missing field {where}.{key}")
-        value = obj[key]
-        if not isinstance(value, kinds) or isinstance(value, bool):
-            raise GroundingInputError(f"{path}: field {where}.{key} has bad type {type(value).__name__}")
-        return value
-
-    for i, img in enumerate(data["images"]):
-        for key in ("id", "width", "height"):
-            need(img, key, f"images[{i}]", (int,))
-    cat_ids = set()
-    for i, cat in enumerate(data["categories"]):
-        cat_ids.add(need(cat, "id", f"categories[{i}]", (int,)))
-        need(cat, "name", f"categories[{i}]", (str,))
-    img_ids = {img["id"] for img in data["images"]}
-    for i, ann in enumerate(data["annotations"]):
-        where = f"annotations[{i}]"
-        if need(ann, "image_id", where, (int,)) not in img_ids:
-            raise GroundingInputError(f"{path}: {where}.image_id = {ann['image_id']} is not in images")
-        if need(ann, "category_id", where, (int,)) not in cat_ids:
-            raise GroundingInputError(f"{path}: {where}.category_id = {ann['category_id']} is not in categories")
-        bbox = need(ann, "bbox", where, (list,))
-        if len(bbox) != 4 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in bbox):
-            raise GroundingInputError(f"{path}: {where}.bbox must be 4 numbers [x, y, w, h]")
-        ann.setdefault("id", i + 1)  # pycocotools indexes annotations by id
-
-    coco = COCO()
-    coco.dataset = data
-    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
-        coco.createIndex()
-
-    names = {cid: cat["name"] for cid, cat in coco.cats.items()}
-    boxes: dict[int, list[Box]] = {}
-    sizes: dict[int, tuple[int, int]] = {}
-    for img_id, img in coco.imgs.items():
-        sizes[img_id] = (int(img["width"]), int(img["height"]))
-        boxes[img_id] = [
-            Box(names[ann["category_id"]], *(float(v) for v in ann["bbox"]))
-            for ann in coco.imgToAnns.get(img_id, [])
-        ]
-    return boxes, sizes
-
-
-# --------------------------------------------------------------------------------------------
 # Vocabularies
 # --------------------------------------------------------------------------------------------
 
@@ -414,7 +329,7 @@ def _build_coco_synonyms() -> dict[str, str]:
 #: Lower-case word or phrase -> COCO category name, singular and plural (80 categories).
 COCO_SYNONYMS: dict[str, str] = _build_coco_synonyms()
 
-SCENE_SHAPES: tuple[str, ...] = SHAPES  # defined once, by the generator
+SCENE_SHAPES: tuple[str, ...] = SHAPES  # defined once, in the scenes spec
 
 
 def scene_word_to_category() -> dict[str, str]:
@@ -430,7 +345,6 @@ __all__ = [
     "GroundingInputError",
     "GroundingResult",
     "SCENE_SHAPES",
-    "load_instances",
     "pointing_game",
     "scene_word_to_category",
     "summarize_grounding",

@@ -3,16 +3,15 @@
 BLEU and CIDEr reward n-gram overlap, so "a red circle" against a blue circle still scores well.
 For scenes we know every object, so we can count exactly: each mentioned pair is a true
 positive if the image has an unmatched object of that colour and shape (multiset matching).
+The true objects are ``Instances.objects`` from :func:`captioner.data.annotations.load_instances`.
 """
 from __future__ import annotations
 
-import json
-import os
 from collections import Counter
 from dataclasses import dataclass
 from typing import Iterable, Mapping, Sequence
 
-from captioner.data.scenes import parse_mentions
+from captioner.data.scene_spec import parse_mentions
 
 
 @dataclass(frozen=True)
@@ -61,24 +60,6 @@ def merge(results: Iterable[MentionResult]) -> MentionResult:
     for r in results:
         total = total + r
     return total
-
-
-def load_scene_objects(path: str | os.PathLike) -> dict[int, list[tuple[str, str]]] | None:
-    """image id -> its (color, shape) objects, from a scenes instances.json.
-
-    Returns None when the annotations carry no "color" field (e.g. COCO): the object scores
-    only make sense for the synthetic scenes.
-    """
-    with open(path, encoding="utf-8") as f:
-        data = json.load(f)
-    names = {c["id"]: c["name"] for c in data.get("categories", [])}
-    anns = data.get("annotations", [])
-    if not anns or any("color" not in a for a in anns):
-        return None
-    objects: dict[int, list[tuple[str, str]]] = {im["id"]: [] for im in data.get("images", [])}
-    for a in anns:
-        objects.setdefault(a["image_id"], []).append((a["color"], names[a["category_id"]]))
-    return objects
 
 
 def mention_scores(captions: Mapping[int, Sequence[str]], objects: Mapping[int, Sequence[tuple[str, str]]]) -> MentionResult:
