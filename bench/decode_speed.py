@@ -85,9 +85,9 @@ class _StepRecorder:
     def __getattr__(self, name: str):
         return getattr(self.decoder, name)
 
-    def step(self, *args):
-        self.calls.append(args)
-        return self.decoder.step(*args)
+    def step(self, *args, **kwargs):
+        self.calls.append((args, kwargs))
+        return self.decoder.step(*args, **kwargs)
 
 
 def steps_bound_figure(name: str, decoder: Decoder, feats: torch.Tensor, beam: int, max_len: int,
@@ -104,8 +104,8 @@ def steps_bound_figure(name: str, decoder: Decoder, feats: torch.Tensor, beam: i
         with torch.no_grad():
             decoder.prepare(feats)
             decoder.init_state(feats)
-            for args in rec.calls:
-                decoder.step(*args)
+            for args, kwargs in rec.calls:
+                decoder.step(*args, **kwargs)
 
     def one_by_one() -> None:
         for i in range(feats.size(0)):
@@ -149,13 +149,12 @@ def attention_slices_figure(name: str, decoder: Decoder, feats: torch.Tensor, be
     hidden = torch.randn(B * beam, decoder.f_beta.in_features, generator=g)  # (B*K, H)
     with torch.no_grad():
         keys = att.project_keys(feats)
-        query = att.query_proj(hidden).view(B, beam, 1, -1)  # (B, K, 1, A)
 
         def whole() -> torch.Tensor:
-            return att.score(torch.tanh(keys.unsqueeze(1) + query)).squeeze(3)  # (B, K, P)
+            return att.scores(feats, keys, hidden)  # (B, K, P)
 
         def sliced() -> torch.Tensor:
-            return att._additive_in_chunks(keys, query)
+            return att.scores(feats, keys, hidden, sliced=True)  # (B, K, P)
 
         diff = (whole() - sliced()).abs().max().item()
         t = interleaved({"whole": whole, "sliced": sliced}, rounds=rounds, warmup=1)
@@ -213,10 +212,9 @@ def fresh_process_figures(sizes: Sizes, work: Path, beam: int = 5) -> list[Figur
 
 def run(sizes: Sizes, dm: DefaultModel, work: Path) -> tuple[list[Figure], list[dict]]:
     figs: list[Figure] = []
-    # The default model: a trained one stops at <end> (max_len 50, the CLI's default); the
-    # untrained stand-in never emits <end>, so its captions are capped at decode_max_len.
+    # The default model stops at <end>; max_len 50 is the CLI's default.
     decoder, feats, enc_figs = default_features(dm, sizes, work)
-    max_len = 50 if dm.trained else sizes.decode_max_len
+    max_len = 50
     f, _ = throughput("default", decoder, feats, sizes, max_len,
                       f"{dm.label}; real grids of generated scenes; max_len {max_len}")
     figs += enc_figs + f + threads_figure(decoder, feats[:1], max_len)

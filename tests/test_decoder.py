@@ -167,24 +167,22 @@ def test_min_len_forbids_an_empty_caption():
 
 
 @pytest.mark.parametrize("leave_when", [1, 4, 8])
-def test_images_leave_the_batch_when_their_beams_end(monkeypatch, leave_when):
+def test_images_leave_the_batch_when_their_beams_end(leave_when):
     """Images whose K beams have all ended stop costing decoder rows (once they are 1/leave_when
     of the batch; until then they idle on <pad>), and results equal decoding each image alone."""
-    import captioner.words.search as search
-
-    monkeypatch.setattr(search, "_LEAVE_WHEN", leave_when)
     torch.manual_seed(3)
     dec = tiny_decoder(vocab_size=6).eval()
     with torch.no_grad():
         dec.L_o.bias[END] += 0.8  # images end their beams at different steps; some run to max_len
     feats = torch.randn(8, 16, 8) * torch.linspace(0.5, 4, 8).view(8, 1, 1)
-    kw = dict(start_id=START, end_id=END, pad_id=PAD, beam_size=3, max_len=15, n_best=3, length_penalty=0.5)
+    kw = dict(start_id=START, end_id=END, pad_id=PAD, beam_size=3, max_len=15, n_best=3, length_penalty=0.5,
+              leave_when=leave_when)
     rows_per_step = []
     step = dec.step
 
-    def counting_step(tokens, *args):
+    def counting_step(tokens, *args, **kwargs):
         rows_per_step.append(tokens.size(0))
-        return step(tokens, *args)
+        return step(tokens, *args, **kwargs)
 
     dec.step = counting_step
     batched = beam_search(dec, feats, **kw)
@@ -261,11 +259,9 @@ def test_beam_search_matches_a_plain_reference(beam_size, length_penalty, vocab_
             assert torch.allclose(h.alphas, w[2], atol=1e-5)
 
 
-def test_settled_images_stop_early_with_the_same_result(monkeypatch):
+def test_settled_images_stop_early_with_the_same_result():
     """With length_penalty 0 an image stops once its n_best best slots have ended above every
     live one: fewer decoder rows, and exactly the hypotheses of running every beam to <end>."""
-    import captioner.words.search as search
-
     torch.manual_seed(4)
     dec = tiny_decoder(vocab_size=12).eval()
     with torch.no_grad():
@@ -275,10 +271,9 @@ def test_settled_images_stop_early_with_the_same_result(monkeypatch):
     step = dec.step
     results, rows = {}, {}
     for early in (False, True):
-        monkeypatch.setattr(search, "_SETTLE_EARLY", early)
         counted = []
-        dec.step = lambda tokens, *a, counted=counted: (counted.append(tokens.size(0)), step(tokens, *a))[1]
-        results[early] = beam_search(dec, feats, **kw)
+        dec.step = lambda tokens, *a, counted=counted, **k: (counted.append(tokens.size(0)), step(tokens, *a, **k))[1]
+        results[early] = beam_search(dec, feats, **kw, settle_early=early)
         rows[early] = sum(counted)
         del dec.step
     assert rows[True] < 0.5 * rows[False]

@@ -4,8 +4,10 @@ import torch
 from PIL import Image
 
 from captioner.config import ModelConfig
-from captioner.features.efficientnet_lite import EfficientNetLite0, load_lite0_imagenet
+from captioner.checkpoint import new_model
+from captioner.features.efficientnet_lite import EfficientNetLite0
 from captioner.features.encoder import Encoder, encoder_dim
+from captioner.features.pretrained import load_lite0_imagenet, load_pretrained
 from captioner.image.preprocess import preprocess_for
 
 ESPRESSO = 967  # ImageNet class index
@@ -77,10 +79,35 @@ def test_failed_resnet_download_is_a_config_error(monkeypatch):
 
     from captioner.config import ConfigError
 
-    def offline(weights=None):
+    def offline(*args, **kwargs):
         raise urllib.error.URLError("[Errno -2] Name or service not known")
 
-    monkeypatch.setattr(torchvision.models, "resnet50", offline)
+    monkeypatch.setattr(torchvision.models.ResNet50_Weights, "get_state_dict", offline)
     cfg = ModelConfig(backbone="resnet50", pretrained="imagenet", image_size=64, grid=2)
     with pytest.raises(ConfigError, match="could not download the resnet50 ImageNet weights .*Name or service"):
-        Encoder(config=cfg)
+        load_pretrained(Encoder(config=cfg), cfg)
+    with pytest.raises(ConfigError, match="could not download the resnet50"):
+        new_model(cfg, vocab_size=8)
+
+
+def test_modules_read_no_weight_files(monkeypatch):
+    """The nn.Modules only compute: building one with pretrained weights named reads nothing."""
+    from captioner.model.caption_model import CaptionModel
+
+    def no_files(*args, **kwargs):
+        raise AssertionError("a module read a file")
+
+    monkeypatch.setattr(torch, "load", no_files)
+    CaptionModel(config=ModelConfig(image_size=64, grid=2, pretrained="imagenet"), vocab_size=8)
+
+
+def test_new_model_loads_the_offline_imagenet_weights():
+    cfg = ModelConfig(image_size=64, grid=2, pretrained="imagenet")
+    reference = load_lite0_imagenet(EfficientNetLite0())
+    model = new_model(cfg, vocab_size=8)
+    assert torch.equal(model.encoder.backbone._blocks[-1]._project_conv.weight,
+                       reference._blocks[-1]._project_conv.weight)
+    assert torch.equal(model.encoder.backbone._blocks[3]._bn1.running_var, reference._blocks[3]._bn1.running_var)
+    fresh = new_model(cfg, vocab_size=8, pretrained=False)
+    assert not torch.equal(fresh.encoder.backbone._blocks[-1]._project_conv.weight,
+                           reference._blocks[-1]._project_conv.weight)

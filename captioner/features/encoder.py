@@ -9,9 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from captioner.config import ConfigError, ModelConfig
-from captioner.features.efficientnet_lite import (HEAD_CHANNELS, LAST_BLOCK_CHANNELS, LITE0_STAGES,
-                                                  EfficientNetLite0, lite0_weights_path)
+from captioner.config import ModelConfig
+from captioner.features.efficientnet_lite import HEAD_CHANNELS, LAST_BLOCK_CHANNELS, EfficientNetLite0
 
 
 def encoder_dim(config: ModelConfig) -> int:
@@ -30,53 +29,50 @@ def weights_are_offline(config: ModelConfig) -> bool:
     return config.backbone == "efficientnet_lite0" and config.pretrained == "imagenet"
 
 
-class Encoder(nn.Module):
-    """(B, 3, S, S) normalised images -> (B, P, E) region features, P = G * G."""
+class ResNetTrunk(nn.Module):
+    """A torchvision ResNet without its pooling and classifier.
 
-    def __init__(self, *, config: ModelConfig, load_weights: bool = True) -> None:
+    It keeps the ResNet's own module names, so its state_dict keys are torchvision's (less
+    `fc.*`) and checkpoints with a stored ResNet encoder load as before.
+    """
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.conv1, self.bn1, self.relu, self.maxpool = net.conv1, net.bn1, net.relu, net.maxpool
+        self.layer1, self.layer2, self.layer3, self.layer4 = net.layer1, net.layer2, net.layer3, net.layer4
+
+    def stages(self) -> list[list[nn.Module]]:
+        """The trainable units from input to output: stem, then layer1 .. layer4."""
+        return [[self.conv1, self.bn1], [self.layer1], [self.layer2], [self.layer3], [self.layer4]]
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, S, S) -> (B, 2048, S/32, S/32) for ResNet-50/101/152."""
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+
+
+def build_backbone(config: ModelConfig) -> nn.Module:
+    """The backbone's architecture with freshly initialised weights (no file is read)."""
+    if config.backbone == "efficientnet_lite0":
+        return EfficientNetLite0().feature_extractor(head=config.feature_layer == "head")
+    import torchvision
+
+    return ResNetTrunk(getattr(torchvision.models, config.backbone)(weights=None))
+
+
+class Encoder(nn.Module):
+    """(B, 3, S, S) normalised images -> (B, P, E) region features, P = G * G.
+
+    Pure computation: the pretrained weights are loaded into it by
+    `captioner.features.pretrained.load_pretrained` (or come from a checkpoint).
+    """
+
+    def __init__(self, *, config: ModelConfig) -> None:
         super().__init__()
         self.grid = config.grid
-        self.feature_layer = config.feature_layer
-        if config.backbone == "efficientnet_lite0":
-            net = EfficientNetLite0()
-            del net._fc  # classification layer: not part of the feature extractor
-            if config.feature_layer == "blocks":
-                del net._conv_head, net._bn1
-            if load_weights and config.pretrained == "imagenet":
-                state = torch.load(lite0_weights_path(), map_location="cpu", weights_only=True)
-                net.load_state_dict({k: v for k, v in state.items() if k in net.state_dict()})
-            # Trainable units from input to output: stem + 7 stages (+ head).
-            stages, start = [[net._conv_stem, net._bn0]], 0
-            for repeats, *_ in LITE0_STAGES:
-                stages.append(list(net._blocks[start:start + repeats]))
-                start += repeats
-            if config.feature_layer == "head":
-                stages.append([net._conv_head, net._bn1])
-            self.backbone = net
-        else:
-            import torchvision
-
-            builder = getattr(torchvision.models, config.backbone)
-            weights = None
-            if load_weights and config.pretrained == "imagenet":
-                weights = "IMAGENET1K_V1"  # downloaded by torchvision: the user asked for it
-            try:
-                net = builder(weights=weights)
-            except OSError as err:  # urllib's URLError included: no network
-                raise ConfigError(
-                    f"model.pretrained = 'imagenet': torchvision could not download the {config.backbone} "
-                    f"ImageNet weights ({getattr(err, 'reason', err)}); offline, put the file torchvision names "
-                    f"in its cache (~/.cache/torch/hub/checkpoints), or set model.pretrained to a local "
-                    f"state_dict file or 'none'") from None
-            del net.fc, net.avgpool
-            stages = [[net.conv1, net.bn1], [net.layer1], [net.layer2], [net.layer3], [net.layer4]]
-            self.backbone = net
-        if load_weights and config.pretrained not in ("imagenet", "none"):
-            state = torch.load(config.pretrained, map_location="cpu", weights_only=True)
-            own = self.backbone.state_dict()
-            self.backbone.load_state_dict({k: v for k, v in state.items() if k in own}, strict=True)
-        self.stages = stages
-        # NHWC is about 1.4x faster for depthwise convs on CPU (measured at 448 px).
+        self.backbone = build_backbone(config)
+        self.stages = self.backbone.stages()
+        # NHWC is faster for depthwise convs on a CPU (bench/results.md).
         self.backbone.to(memory_format=torch.channels_last)
         self.set_finetune(config.finetune_blocks)
 
@@ -102,15 +98,7 @@ class Encoder(nn.Module):
 
     def feature_map(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, S, S) -> (B, E, h, w), the backbone's stride-32 map."""
-        net = self.backbone
-        images = images.contiguous(memory_format=torch.channels_last)
-        if isinstance(net, EfficientNetLite0):
-            x = net.forward_blocks(images)
-            if self.feature_layer == "head":
-                x = F.relu6(net._bn1(net._conv_head(x)))
-            return x
-        x = net.maxpool(net.relu(net.bn1(net.conv1(images))))
-        return net.layer4(net.layer3(net.layer2(net.layer1(x))))
+        return self.backbone.forward_features(images.contiguous(memory_format=torch.channels_last))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         fmap = self.feature_map(images)  # (B, E, h, w)

@@ -22,9 +22,8 @@ from torch import nn
 
 from captioner.config import SCORERS
 
-
 #: Elements per slice of the additive scorer's (B, K, P, A) sum when decoding (1 MB of fp32).
-_CHUNK_ELEMENTS = 1 << 18
+SLICE_ELEMENTS = 1 << 18
 
 
 class AttentionOutput(NamedTuple):
@@ -33,8 +32,13 @@ class AttentionOutput(NamedTuple):
 
 
 class Attention(nn.Module):
-    def __init__(self, *, scorer: str, encoder_dim: int, hidden_dim: int, attention_dim: int) -> None:
+    def __init__(self, *, scorer: str, encoder_dim: int, hidden_dim: int, attention_dim: int,
+                 slice_elements: int = SLICE_ELEMENTS) -> None:
+        """`slice_elements` bounds each slice of the additive sum when `sliced=True` (decoding)."""
         super().__init__()
+        if slice_elements < 1:
+            raise ValueError(f"slice_elements must be at least 1, got {slice_elements}")
+        self.slice_elements = slice_elements
         if scorer not in SCORERS:
             raise ValueError(f"unknown scorer {scorer!r}; choose from {SCORERS}")
         self.scorer = scorer
@@ -62,20 +66,23 @@ class Attention(nn.Module):
             return self.bilinear(features)  # (B, P, H)
         return features
 
-    def scores(self, features: torch.Tensor, keys: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
+    def scores(self, features: torch.Tensor, keys: torch.Tensor, hidden: torch.Tensor, *,
+               sliced: bool = False) -> torch.Tensor:
         """Unnormalised scores e, (B, K, P), for K queries per image.
 
         hidden is (B*K, H): K = 1 in training; in beam search the K beams of an image share
-        its features and keys instead of K copies of them (2.7x faster batched beam search,
-        bench/results.md, mostly from not allocating and faulting in the copies).
+        its features and keys instead of K copies of them (bench/results.md: not allocating
+        and faulting in the copies is most of what batched beam search saves).
+        `sliced=True` (decoding, without autograd) computes the additive scores in
+        cache-sized slices, in place; the other scorers ignore it.
         """
         B, P, E = features.shape
         K = hidden.size(0) // B
         if self.scorer == "additive":
             query = self.query_proj(hidden).view(B, K, 1, -1)  # (B, K, 1, A)
-            if torch.is_grad_enabled():
-                return self.score(torch.tanh(keys.unsqueeze(1) + query)).squeeze(3)  # (B, K, P)
-            return self._additive_in_chunks(keys, query)
+            if sliced:
+                return self._additive_in_slices(keys, query)
+            return self.score(torch.tanh(keys.unsqueeze(1) + query)).squeeze(3)  # (B, K, P)
         if self.scorer == "concat":
             H = hidden.size(1)
             query = hidden.view(B, K, 1, H).expand(B, K, P, H)  # (B, K, P, H)
@@ -90,7 +97,7 @@ class Attention(nn.Module):
             return torch.bmm(hidden.view(B, K, -1), keys.transpose(1, 2))  # (B, K, P)
         return features.new_zeros(B, K, P)  # none: uniform after softmax
 
-    def _additive_in_chunks(self, keys: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
+    def _additive_in_slices(self, keys: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
         """w^T tanh(k_i + q) without autograd, a few images at a time: keys (B, P, A), query
         (B, K, 1, A) -> (B, K, P).
 
@@ -99,14 +106,16 @@ class Attention(nn.Module):
         three times per step; made in slices of about 1 MB, it stays in the core's cache and
         tanh runs in place (bench/results.md: decode.*.attention_slices_speedup).
         """
+        if torch.is_grad_enabled() and (keys.requires_grad or query.requires_grad):
+            raise RuntimeError("Attention: sliced=True computes in place and cannot be differentiated; "
+                               "use it under torch.no_grad() or torch.inference_mode()")
         B, P, A = keys.shape
         K = query.size(1)
-        step = min(B, max(1, _CHUNK_ELEMENTS // (K * P * A)))
+        step = min(B, max(1, self.slice_elements // (K * P * A)))
         w = self.score.weight.view(A, 1)  # (A, 1)
         out = keys.new_empty(B, K, P)
         # One buffer for every slice: it stays in cache, and no slice pays for a fresh allocation
-        # and its page faults (1.17x faster than a new tensor per slice at 32 images x beam 5,
-        # A = 256 and 512, on the 2-core CI machine).
+        # and its page faults.
         buf = keys.new_empty(step, K, P, A)
         for i in range(0, B, step):
             b = min(step, B - i)
@@ -115,9 +124,10 @@ class Attention(nn.Module):
             torch.mm(part.view(b * K * P, A), w, out=out[i:i + b].view(b * K * P, 1))  # (b*K*P, 1)
         return out.add_(self.score.bias)
 
-    def forward(self, features: torch.Tensor, keys: torch.Tensor, hidden: torch.Tensor) -> AttentionOutput:
+    def forward(self, features: torch.Tensor, keys: torch.Tensor, hidden: torch.Tensor, *,
+                sliced: bool = False) -> AttentionOutput:
         """features (B, P, E), keys from `project_keys`, hidden (B*K, H) -> (B*K, E), (B*K, P)."""
         B, P, E = features.shape
-        alpha = self.scores(features, keys, hidden).softmax(dim=2)  # (B, K, P)
+        alpha = self.scores(features, keys, hidden, sliced=sliced).softmax(dim=2)  # (B, K, P)
         context = torch.bmm(alpha, features)  # (B, K, E)
         return AttentionOutput(context.reshape(-1, E), alpha.reshape(-1, P))  # (B*K, E), (B*K, P)

@@ -5,16 +5,17 @@ import torch
 from torch import nn
 
 from captioner.config import ModelConfig
-from captioner.model.decoder import Decoder, DecoderOutput
 from captioner.features.encoder import Encoder, encoder_dim
+from captioner.model.decoder import Decoder, DecoderOutput
 
 
 class CaptionModel(nn.Module):
-    def __init__(self, *, config: ModelConfig, vocab_size: int, load_weights: bool = True) -> None:
-        """`load_weights=False` skips pretrained backbone weights (a checkpoint supplies them)."""
+    def __init__(self, *, config: ModelConfig, vocab_size: int) -> None:
+        """Freshly initialised weights; `captioner.checkpoint.new_model` adds the pretrained
+        encoder's, and `captioner.checkpoint.load_model` a checkpoint's."""
         super().__init__()
         self.config = config
-        self.encoder = Encoder(config=config, load_weights=load_weights)
+        self.encoder = Encoder(config=config)
         self.decoder = Decoder(vocab_size=vocab_size, encoder_dim=encoder_dim(config),
                                embed_dim=config.embed_dim, attention_dim=config.attention_dim,
                                hidden_dim=config.hidden_dim, dropout=config.dropout,

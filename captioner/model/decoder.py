@@ -71,9 +71,11 @@ class Decoder(nn.Module):
         return self.attention.project_keys(features)
 
     def recur(self, emb: torch.Tensor, state: DecoderState, features: torch.Tensor,
-              keys: torch.Tensor) -> Recurrence:
-        """Attention, gate and LSTM for one step; emb (B, D) is the previous word's embedding."""
-        context, alpha = self.attention(features, keys, state.h)  # (B, E), (B, P)
+              keys: torch.Tensor, *, sliced: bool = False) -> Recurrence:
+        """Attention, gate and LSTM for one step; emb (B, D) is the previous word's embedding.
+
+        `sliced=True` is for decoding without autograd (see `Attention.scores`)."""
+        context, alpha = self.attention(features, keys, state.h, sliced=sliced)  # (B, E), (B, P)
         beta = torch.sigmoid(self.f_beta(state.h))  # (B, 1)
         z = beta * context  # (B, E)
         h, c = self.lstm(torch.cat([emb, z], dim=1), (state.h, state.c))  # (B, H) each
@@ -84,10 +86,10 @@ class Decoder(nn.Module):
         return self.L_o(self.dropout(emb + self.L_h(h) + self.L_z(z)))
 
     def step(self, tokens: torch.Tensor, state: DecoderState, features: torch.Tensor,
-             keys: torch.Tensor) -> StepOutput:
+             keys: torch.Tensor, *, sliced: bool = False) -> StepOutput:
         """One word: tokens (B,) previous words -> logits (B, V) for the next word."""
         emb = self.embedding(tokens)  # (B, D)
-        r = self.recur(emb, state, features, keys)
+        r = self.recur(emb, state, features, keys, sliced=sliced)
         return StepOutput(self.readout(emb, r.state.h, r.z), r.state, r.alpha, r.beta)
 
     def forward(self, features: torch.Tensor, captions: torch.Tensor) -> DecoderOutput:
@@ -97,7 +99,7 @@ class Decoder(nn.Module):
         length to save that work is what made the tutorial code return a `sort_ind`. This is
         `step` unrolled, except that the readout, whose logits never feed back under teacher
         forcing, runs once on all T steps: one (B*T, D) x (D, V) matmul instead of T small
-        ones (1.28x faster training steps at V = 10,000, bench/results.md).
+        ones (bench/results.md has the training-step figure).
         """
         keys = self.prepare(features)
         state = self.init_state(features)

@@ -24,13 +24,6 @@ import torch
 from captioner.model.decoder import Decoder
 
 
-#: Ended images leave the batch once they are at least 1/_LEAVE_WHEN of it.
-_LEAVE_WHEN = 8
-#: Settle an image once its n_best best slots have ended and outscore every live one
-#: (length_penalty 0 only); tests turn it off to compare with running every beam to its end.
-_SETTLE_EARLY = True
-
-
 @dataclass(frozen=True)
 class Hypothesis:
     tokens: list[int]  # word ids, without <start> and <end>
@@ -89,7 +82,7 @@ def greedy_search(decoder: Decoder, features: torch.Tensor, *, start_id: int, en
     scores = features.new_zeros(B, dtype=torch.float32)
     out_tokens, out_alphas = [], []
     for t in range(max_len):
-        out = decoder.step(tokens, state, features, keys)
+        out = decoder.step(tokens, state, features, keys, sliced=True)
         banned = (start_id, pad_id, end_id) if t < min_len else (start_id, pad_id)
         logp = _log_probs(out.logits, banned)  # (B, V)
         best, tokens = logp.max(dim=1)  # (B,), (B,)
@@ -108,7 +101,8 @@ def greedy_search(decoder: Decoder, features: torch.Tensor, *, start_id: int, en
 @torch.no_grad()
 def beam_search(decoder: Decoder, features: torch.Tensor, *, start_id: int, end_id: int,
                 pad_id: int, beam_size: int = 3, max_len: int = 50, min_len: int = 1,
-                length_penalty: float = 0.0, n_best: int = 1) -> list[list[Hypothesis]]:
+                length_penalty: float = 0.0, n_best: int = 1, settle_early: bool = True,
+                leave_when: int = 8) -> list[list[Hypothesis]]:
     """features (B, P, E) -> for each image, its n_best hypotheses, best first.
 
     <end> is not allowed before `min_len` words (default 1: a caption is never empty, which
@@ -116,7 +110,14 @@ def beam_search(decoder: Decoder, features: torch.Tensor, *, start_id: int, end_
 
     The final ranking divides each score by len**length_penalty (len counts <end>); 0 ranks
     by the raw log-probability, as the paper's implementation does.
+
+    Two switches trade nothing in the result for speed (the tests turn them off to check it):
+    `settle_early` lets an image stop once its n_best best slots have ended and outscore every
+    live one (length_penalty 0 only); an image that has ended leaves the batch once ended
+    images are at least 1/`leave_when` of it.
     """
+    if leave_when < 1:
+        raise ValueError(f"leave_when must be at least 1, got {leave_when}")
     if not 1 <= n_best <= beam_size:
         raise ValueError(f"n_best must be in 1..beam_size, got {n_best}")
     if max_len < 1:
@@ -141,14 +142,14 @@ def beam_search(decoder: Decoder, features: torch.Tensor, *, start_id: int, end_
     # quadratic in the caption length): for each step, the row each new beam extends, its
     # word, the step's attention maps per extended row, and which rows survived the step.
     trail: list[_Step] = []
-    settle_early = _SETTLE_EARLY and length_penalty == 0.0
+    settle_early = settle_early and length_penalty == 0.0
     # The images still being searched (indices into the input); an image whose result is
     # settled leaves the batch and later steps skip its rows.
     alive = torch.arange(B, device=device)
     done: list[tuple[torch.Tensor, ...] | None] = [None] * B  # per image: tokens, alphas, scores, lengths
     for t in range(max_len):
         Ba = alive.numel()
-        out = decoder.step(tokens, state, features, keys)
+        out = decoder.step(tokens, state, features, keys, sliced=True)
         banned = (start_id, pad_id, end_id) if t < min_len else (start_id, pad_id)
         logp = _log_probs(out.logits, banned)  # (Ba*R, V)
         V = logp.size(1)
@@ -168,24 +169,12 @@ def beam_search(decoder: Decoder, features: torch.Tensor, *, start_id: int, end_
         finished = was_finished | (tokens == end_id)
         trail.append(_Step(origin, tokens, out.alpha.float()))
         state = type(out.state)(*(s[origin] for s in out.state))
-        ended_slots = finished.view(Ba, K)  # (Ba, K)
-        ended = ended_slots.all(dim=1)  # (Ba,)
-        if settle_early:
-            best_live = scores.masked_fill(ended_slots, float("-inf")).amax(dim=1)  # (Ba,)
-            ended |= ended_slots[:, :n_best].all(dim=1) & (scores[:, n_best - 1] > best_live)
-        if t == max_len - 1:
-            ended[:] = True
+        ended = _settled(finished.view(Ba, K), scores, n_best, early=settle_early, last=t == max_len - 1)
         # Leaving copies the remaining images' features, so wait until an eighth of the batch
         # has ended; until then ended images idle along (on <pad> where their slots ended).
-        if int(ended.sum()) * _LEAVE_WHEN < Ba:
+        if int(ended.sum()) * leave_when < Ba:
             continue
-        leaving = ended.nonzero().view(-1)  # (n,)
-        slots = (leaving.unsqueeze(1) * K + torch.arange(K, device=device)).view(-1)  # (n*K,)
-        toks, alps = _backtrack(trail, slots)  # (n*K, t+1), (n*K, t+1, P)
-        ids = alive.tolist()
-        for i, j in enumerate(leaving.tolist()):
-            rows = slice(i * K, (i + 1) * K)
-            done[ids[j]] = (toks[rows], alps[rows], scores[j].clone(), lengths[j * K:(j + 1) * K].clone())
+        _retire(done, trail, ended.nonzero().view(-1), alive, scores, lengths)
         keep = ~ended  # (Ba,)
         if not bool(keep.any()):
             break
@@ -194,10 +183,40 @@ def beam_search(decoder: Decoder, features: torch.Tensor, *, start_id: int, end_
         tokens, finished, lengths = tokens[rows], finished[rows], lengths[rows]
         trail[-1] = trail[-1]._replace(kept=rows.nonzero().view(-1))
         state = type(state)(*(s[rows] for s in state))
-    results = []
-    for toks, alps, raw, lens in done:
-        ranked = raw / lens.clamp_min(1).float() ** length_penalty  # (K,)
-        order = ranked.argsort(descending=True, stable=True)[:n_best].tolist()
-        toks, alps, raw = toks.cpu(), alps.cpu(), raw.cpu()
-        results.append([_trim(toks[k], alps[k], float(raw[k]), end_id) for k in order])
-    return results
+    return [_ranked(*image, n_best=n_best, length_penalty=length_penalty, end_id=end_id) for image in done]
+
+
+def _retire(done: list, trail: list[_Step], leaving: torch.Tensor, alive: torch.Tensor, scores: torch.Tensor,
+            lengths: torch.Tensor) -> None:
+    """Store the final slots (tokens, maps, scores, lengths) of the images `leaving` (n,), indices
+    into the batch's `alive` images, in `done` at their input positions."""
+    K = scores.size(1)
+    slots = (leaving.unsqueeze(1) * K + torch.arange(K, device=leaving.device)).view(-1)  # (n*K,)
+    toks, alps = _backtrack(trail, slots)  # (n*K, T), (n*K, T, P)
+    ids = alive.tolist()
+    for i, j in enumerate(leaving.tolist()):
+        rows = slice(i * K, (i + 1) * K)
+        done[ids[j]] = (toks[rows], alps[rows], scores[j].clone(), lengths[j * K:(j + 1) * K].clone())
+
+
+def _settled(ended_slots: torch.Tensor, scores: torch.Tensor, n_best: int, *, early: bool,
+             last: bool) -> torch.Tensor:
+    """(Ba, K) ended slots and their scores (best first) -> (Ba,) images whose result is final:
+    every slot ended; or (`early`) the n_best best ended and outscore every live slot, which
+    can only lose score; or the last step."""
+    ended = ended_slots.all(dim=1)  # (Ba,)
+    if early:
+        best_live = scores.masked_fill(ended_slots, float("-inf")).amax(dim=1)  # (Ba,)
+        ended |= ended_slots[:, :n_best].all(dim=1) & (scores[:, n_best - 1] > best_live)
+    if last:
+        ended[:] = True
+    return ended
+
+
+def _ranked(toks: torch.Tensor, alps: torch.Tensor, raw: torch.Tensor, lens: torch.Tensor, *, n_best: int,
+            length_penalty: float, end_id: int) -> list[Hypothesis]:
+    """One image's K final slots -> its n_best hypotheses, ranked by score / len**length_penalty."""
+    ranked = raw / lens.clamp_min(1).float() ** length_penalty  # (K,)
+    order = ranked.argsort(descending=True, stable=True)[:n_best].tolist()
+    toks, alps, raw = toks.cpu(), alps.cpu(), raw.cpu()
+    return [_trim(toks[k], alps[k], float(raw[k]), end_id) for k in order]

@@ -24,8 +24,8 @@ SPECIALS: tuple[str, ...] = (PAD, START, END, UNK)
 
 @lru_cache(maxsize=1)
 def _treebank():
-    """Imported on first use: `import nltk` costs ~0.8 s (it pulls in scipy), and captioning
-    an image never tokenises text, so the CLI's cold start should not pay for it."""
+    """Imported on first use: `import nltk` is slow (it pulls in scipy), and captioning an
+    image never tokenises text, so the CLI's cold start should not pay for it."""
     from nltk.tokenize import TreebankWordTokenizer
 
     return TreebankWordTokenizer()  # stateless; Punkt data is not needed (works offline)
@@ -96,11 +96,6 @@ class Vocab:
             counts.pop(s, None)
         kept = sorted((w for w, c in counts.items() if c >= min_freq and w), key=lambda w: (-counts[w], w))
         return cls(list(SPECIALS) + kept)
-
-    @property
-    def words(self) -> list[str]:
-        """All words, id order (a copy)."""
-        return list(self._words)
 
     def to_list(self) -> list[str]:
         """Plain list of words, for checkpoints (``Vocab(vocab.to_list()) == vocab``)."""
