@@ -14,6 +14,8 @@ import warnings
 from pathlib import Path
 from typing import Callable, Sequence
 
+from captioner.overlay.options import MODES, STYLES, OverlayOptions
+
 EXIT_OK, EXIT_PARTIAL, EXIT_USAGE = 0, 1, 2
 #: Widest beam the commands accept.
 MAX_BEAM = 1000
@@ -67,51 +69,49 @@ def cmd_caption(args: argparse.Namespace) -> int:
         _error("no images to caption")
         return EXIT_PARTIAL if errors else EXIT_USAGE
     overlay_dir = Path(args.overlay_dir) if args.overlay_dir else None
+    try:
+        overlay = OverlayOptions(mode=args.overlay_mode, style=args.overlay_style, cmap=args.cmap,
+                                 opacity=args.opacity)
+    except ValueError as err:  # a colormap matplotlib does not know, an opacity outside [0, 1]
+        _error(str(err).replace("OverlayOptions.", "--"))
+        return EXIT_USAGE
     if overlay_dir and overlay_dir.exists() and not overlay_dir.is_dir():
         _error(f"--overlay-dir {overlay_dir}: exists and is not a directory")
         return EXIT_USAGE
     cap = load_captioner(args.checkpoint, device=args.device)
     if overlay_dir:
-        from captioner.overlay.render import write_overlays
+        from captioner.overlay.files import write_overlays
         overlay_dir.mkdir(parents=True, exist_ok=True)
     failed = len(errors)
     used_stems: set[str] = set()
-    for start in range(0, len(paths), args.batch_size):
-        chunk, images = [], []
-        for path in paths[start:start + args.batch_size]:
-            try:
-                images.append(load_image(path))  # read here, so one bad file fails alone
-            except ImageLoadError as err:
-                print(str(err), file=sys.stderr)
-                failed += 1
-                continue
-            chunk.append(path)
-        if not chunk:
+    for result in cap.caption_iter(paths, beam_size=args.beam_size, max_len=args.max_len,
+                                   batch_size=args.batch_size):
+        path, caption = paths[result.index], result.caption
+        if caption is None:  # unreadable: it fails alone, the other images go on
+            print(str(result.error), file=sys.stderr)
+            failed += 1
             continue
-        results = cap.caption(images, beam_size=args.beam_size, max_len=args.max_len,
-                              batch_size=len(images))
-        for path, image, result in zip(chunk, images, results):
-            if args.json:
-                print(json.dumps({"image": str(path), "caption": result.text, "tokens": result.tokens,
-                                  "score": round(result.score, 6), "grid": cap.grid,
-                                  "alphas": [[[round(float(v), 6) for v in row] for row in a]
-                                             for a in result.alphas]}), flush=True)
-            else:
-                print(f"{path}\t{result.text}", flush=True)
-            if overlay_dir and not result.tokens:
-                print(f"{path}: empty caption, no overlay written", file=sys.stderr)
-            elif overlay_dir:
-                stem, n = path.stem, 1
-                while stem in used_stems:  # two inputs with one name: keep both
-                    n += 1
-                    stem = f"{path.stem}-{n}"
-                used_stems.add(stem)
-                try:
-                    write_overlays(overlay_dir, stem, image, result.tokens, result.alphas,
-                                   png=True, gif=args.gif, html=args.html, caption=result.text)
-                except OSError as err:  # a full disk or a read-only folder: the captions go on
-                    print(f"{path}: overlay not written: {_describe(err)}", file=sys.stderr)
-                    failed += 1
+        if args.json:
+            print(json.dumps({"image": str(path), "caption": caption.text, "tokens": caption.tokens,
+                              "score": round(caption.score, 6), "grid": cap.grid,
+                              "alphas": [[[round(float(v), 6) for v in row] for row in a]
+                                         for a in caption.alphas]}), flush=True)
+        else:
+            print(f"{path}\t{caption.text}", flush=True)
+        if overlay_dir and not caption.tokens:
+            print(f"{path}: empty caption, no overlay written", file=sys.stderr)
+        elif overlay_dir:
+            stem, n = path.stem, 1
+            while stem in used_stems:  # two inputs with one name: keep both
+                n += 1
+                stem = f"{path.stem}-{n}"
+            used_stems.add(stem)
+            try:
+                write_overlays(overlay_dir, stem, load_image(path), caption.tokens, caption.alphas,
+                               png=True, gif=args.gif, html=args.html, caption=caption.text, options=overlay)
+            except (OSError, ImageLoadError) as err:  # a full disk or a read-only folder: the captions go on
+                print(f"{path}: overlay not written: {_describe(err)}", file=sys.stderr)
+                failed += 1
     return EXIT_PARTIAL if failed else EXIT_OK
 
 
@@ -128,6 +128,13 @@ def _add_caption(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overlay-dir", default=None, help="write a panel PNG per image here")
     p.add_argument("--gif", action="store_true", help="also write an animated GIF per image")
     p.add_argument("--html", action="store_true", help="also write an interactive HTML page per image")
+    defaults = OverlayOptions()
+    p.add_argument("--overlay-mode", choices=MODES, default=defaults.mode,
+                   help="how a G x G map is upsampled: smooth (bicubic) or nearest (the grid's cells)")
+    p.add_argument("--overlay-style", choices=STYLES, default=defaults.style,
+                   help="heat: a colour map over the image; spotlight: dim what the model did not look at")
+    p.add_argument("--cmap", default=defaults.cmap, help="a matplotlib colour map name, for --overlay-style heat")
+    p.add_argument("--opacity", type=float, default=defaults.opacity, help="overlay opacity, 0 to 1")
     p.set_defaults(func=cmd_caption, positive=("beam_size", "max_len", "batch_size"))
 
 
@@ -206,7 +213,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_cache_features(args: argparse.Namespace) -> int:
-    from captioner.train.loop import cache_features
+    from captioner.train.data import cache_features
 
     config = _train_config(args)
     for name, status, path in cache_features(config):
@@ -278,7 +285,8 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from captioner.scoring.metrics import format_table, load_references, load_results, score_captions
+    from captioner.data.annotations import load_references, load_results
+    from captioner.scoring.coco_metrics import format_table, score_captions
 
     refs = load_references(args.references, args.split)
     results = load_results(args.results)
@@ -323,8 +331,10 @@ COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_caption, _a
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from captioner import __version__  # read from the installed metadata (pyproject.toml)
+
     parser = argparse.ArgumentParser(prog="captioner", description="Show, Attend and Tell image captioning.")
-    parser.add_argument("--version", action="version", version="captioner 0.1.0")
+    parser.add_argument("--version", action="version", version=f"captioner {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in COMMANDS:
         add(sub)
@@ -338,10 +348,10 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     """
     from captioner.checkpoint import CheckpointError
     from captioner.config import ConfigError
-    from captioner.data.datasets import AnnotationError
+    from captioner.data.annotations import AnnotationError
     from captioner.scoring.grounding import GroundingInputError
     from captioner.image.loading import ImageLoadError
-    from captioner.scoring.metrics import MetricsInputError
+    from captioner.scoring.coco_metrics import MetricsInputError
 
     # OSError: files that cannot be read or written (missing, a directory, no permission, a
     # read-only or full disk), whether inputs or outputs.

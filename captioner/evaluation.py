@@ -13,17 +13,16 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
-import torch
-from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from captioner.api import Caption, Captioner
-from captioner.data.datasets import AnnotationError, EvalDataset, ImageSource, collate_eval, detect_format, load_records, select_split
-from captioner.scoring.grounding import COCO_SYNONYMS, GroundingResult, load_instances, pointing_game, scene_word_to_category, summarize_grounding
-from captioner.scoring.mentions import load_scene_objects, mention_scores
-from captioner.scoring.metrics import score_captions
+from captioner.captioning import Caption, Captioner
+from captioner.data.annotations import AnnotationError, ImageRecord, detect_format, load_instances, load_records
+from captioner.data.splits import select_split
+from captioner.scoring.grounding import COCO_SYNONYMS, GroundingResult, pointing_game, scene_word_to_category, summarize_grounding
+from captioner.scoring.mentions import mention_scores
+from captioner.scoring.coco_metrics import score_captions
 
 
 @dataclass
@@ -33,23 +32,20 @@ class EvalReport:
     warnings: list[str] = field(default_factory=list)
 
 
-def caption_records(cap: Captioner, records, *, beam_size: int, max_len: int, batch_size: int,
-                    num_workers: int = 0, progress: bool = True) -> tuple[dict[int, Caption], list[str]]:
+def caption_records(cap: Captioner, records: Sequence[ImageRecord], *, beam_size: int, max_len: int,
+                    batch_size: int, num_workers: int = 0,
+                    progress: bool = True) -> tuple[dict[int, Caption], list[str]]:
     """Caption every record's image in batches; unreadable images are skipped and listed."""
-    source = ImageSource.from_records(records, cap.preprocess)
-    loader = DataLoader(EvalDataset(records, source), batch_size=batch_size, num_workers=num_workers,
-                        collate_fn=collate_eval)
     out: dict[int, Caption] = {}
     skipped: list[str] = []
-    with tqdm(total=len(records), desc="captioning", unit="img", disable=None if progress else True,
-              file=sys.stderr) as bar:
-        for batch in loader:
-            skipped += batch.skipped
-            if len(batch.index):
-                results = cap.caption_tensors(batch.images, beam_size=beam_size, max_len=max_len)
-                for i, result in zip(batch.index.tolist(), results):
-                    out[records[i].image_id] = result
-            bar.update(len(batch.index) + len(batch.skipped))
+    results = cap.caption_iter([r.path for r in records], beam_size=beam_size, max_len=max_len,
+                               batch_size=batch_size, num_workers=num_workers)
+    for result in tqdm(results, total=len(records), desc="captioning", unit="img",
+                       disable=None if progress else True, file=sys.stderr):
+        if result.caption is None:
+            skipped.append(str(result.error))
+        else:
+            out[records[result.index].image_id] = result.caption
     return out, skipped
 
 
@@ -89,8 +85,8 @@ def evaluate(cap: Captioner, data: str | os.PathLike, images: str | os.PathLike 
     if report.unavailable:
         scores["unavailable"] = report.unavailable
     if grounding:
-        boxes, sizes = load_instances(grounding)
-        objects = load_scene_objects(grounding)
+        instances = load_instances(grounding)  # read once: boxes, sizes and the scenes' objects
+        boxes, sizes, objects = instances.boxes, instances.sizes, instances.objects
         words = scene_word_to_category() if objects is not None else COCO_SYNONYMS
         missing = [i for i in captions if i not in boxes]
         if missing:

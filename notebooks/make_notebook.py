@@ -58,6 +58,7 @@ from IPython.display import display
 
 from captioner import load_captioner, load_image
 from captioner.model.attention import Attention
+from captioner.overlay.options import OverlayOptions
 from captioner.overlay.render import panel_grid
 from captioner.data.scenes import SHAPES
 from captioner.words.search import greedy_search
@@ -267,7 +268,8 @@ with torch.inference_mode():
         print(f"{label:<24}{float(e.std()):>10.3f}{entropy:>10.3f}{float(alpha.max()):>11.4f}")
 
 # "nearest" draws the cells as they are, without bicubic smoothing between them.
-display(panel_grid(image, list(maps), np.stack(list(maps.values())), columns=5, panel_size=160, mode="nearest"))
+display(panel_grid(image, list(maps), np.stack(list(maps.values())), columns=5, panel_size=160,
+                   options=OverlayOptions(mode="nearest")))
 """)
 
 md("takeaways", r"""

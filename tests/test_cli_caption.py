@@ -1,4 +1,4 @@
-"""`captioner caption` end to end on generated scenes, with a tiny checkpoint made here.
+"""`captioner caption` end to end on generated scenes, with a tiny checkpoint (conftest.py).
 
 Most runs call `captioner.cli.main([...])` in-process (importing torch in a subprocess costs
 seconds); one subprocess runs the `caption.py` wrapper, as a user would.
@@ -11,7 +11,9 @@ checkpoint stays small because a frozen offline encoder is not stored in it.
 """
 from __future__ import annotations
 
+import html
 import json
+import re
 import shutil
 import struct
 import subprocess
@@ -23,16 +25,13 @@ from typing import NamedTuple
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
-from captioner.checkpoint import save_checkpoint
 from captioner.cli import main
-from captioner.config import Config, ModelConfig
 from captioner.image.loading import ImageLoadError, load_image
-from captioner.model.caption_model import CaptionModel
-from captioner.data.scenes import COLORS, SHAPES, SIZES, generate_scenes
-from captioner.words.vocab import SPECIALS, Vocab
+from captioner.data.scene_spec import COLORS, SHAPES, SIZES
+from captioner.data.scenes import generate_scenes
+from conftest import make_tiny_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 GRID = 2
@@ -46,19 +45,10 @@ FAST = ["--max-len", "5", "--device", "cpu"]  # every caption is then 5 words (s
 
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A seeded, untrained 64 px / 2 x 2 grid model; about 100 KB on disk."""
-    cfg = Config(model=ModelConfig(image_size=64, grid=GRID, pretrained="imagenet", embed_dim=8,
-                                   attention_dim=8, hidden_dim=8))
-    vocab = Vocab([*SPECIALS, *WORDS])
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(3)  # with seed 3 the five test scenes get different captions
-        model = CaptionModel(config=cfg.model, vocab_size=len(vocab))
-    with torch.no_grad():
-        # Untrained, the model may emit <end> first; an empty caption has no attention maps to
-        # check or draw, so these tests forbid it (every caption is then --max-len words long).
-        model.decoder.L_o.bias[vocab.end_id] = -20.0
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
-    return save_checkpoint(path, model=model, config=cfg, vocab=vocab, epoch=0, step=0)
+    """A seeded, untrained 64 px / 2 x 2 grid model that never emits <end> first, so every
+    caption is --max-len words long; seed 3 gives the five test scenes different captions."""
+    return make_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pt", seed=3, grid=GRID,
+                                words=WORDS, end_bias=-20.0)
 
 
 @pytest.fixture(scope="session")
@@ -154,6 +144,7 @@ def test_file_directory_and_glob_inputs(capsys, tiny_checkpoint, scene_paths, tm
     assert out == [f"{p}\t{captions[p]}" for p in (*expected[:3], expected[4])]
 
 
+@pytest.mark.slow
 def test_caption_py_wrapper_subprocess(tiny_checkpoint, scene_paths, bad_inputs):
     """The repo-root wrapper as a user runs it: a good file, a bad one -> exit 1, no traceback."""
     proc = subprocess.run(
@@ -306,10 +297,11 @@ def test_overlays_png_gif_html_and_same_names_kept_apart(capsys, tiny_checkpoint
     assert len(stems) == 2, stems
     assert sorted(p.name for p in out_dir.iterdir()) == sorted(f"{s}.{ext}" for s in stems
                                                               for ext in ("png", "gif", "html"))
-    # Each stem's files belong to one input: its HTML page shows that input's caption.
+    # Each stem's files belong to one input: its HTML page's word buttons are that input's tokens.
     pages = [(out_dir / f"{s}.html").read_text(encoding="utf-8") for s in stems]
-    for record in records:
-        assert sum(all(t in page for t in record["tokens"]) for page in pages) >= 1
+    words = sorted([html.unescape(w) for w in re.findall(r'class="word"[^>]*>([^<]*)</button>', page)]
+                   for page in pages)
+    assert words == sorted(r["tokens"] for r in records) and words[0] != words[1]
     for s in stems:
         with Image.open(out_dir / f"{s}.png") as png:
             assert png.format == "PNG" and png.width > 64
@@ -330,16 +322,16 @@ def test_an_overlay_that_cannot_be_written_fails_alone(capsys, tiny_checkpoint, 
                                                        monkeypatch):
     import errno
 
-    import captioner.overlay.render
+    import captioner.overlay.files
 
-    real = captioner.overlay.render.write_overlays
+    real = captioner.overlay.files.write_overlays
 
     def disk_full_for_the_first(out_dir, stem, *args, **kwargs):
         if stem == scene_paths[0].stem:
             raise OSError(errno.ENOSPC, "No space left on device", str(out_dir / f"{stem}.png"))
         return real(out_dir, stem, *args, **kwargs)
 
-    monkeypatch.setattr(captioner.overlay.render, "write_overlays", disk_full_for_the_first)
+    monkeypatch.setattr(captioner.overlay.files, "write_overlays", disk_full_for_the_first)
     out_dir = tmp_path / "overlays"
     code, out, err = run_cli(capsys, scene_paths[0], scene_paths[1], "--checkpoint", tiny_checkpoint,
                              "--overlay-dir", out_dir, *FAST)
@@ -355,3 +347,33 @@ def test_unusable_overlay_dir_and_huge_beam_are_one_line_errors(capsys, tiny_che
     code, out, err = run_cli(capsys, scene_paths[0], "--checkpoint", tiny_checkpoint, "--overlay-dir", a_file, *FAST)
     assert code == 2 and out == [] and err == [f"captioner: error: --overlay-dir {a_file}: exists and is not a directory"]
     assert "--beam-size must be at most 1000" in usage_error(capsys, scene_paths[0], "--beam-size", "100000000")
+
+
+def test_overlay_look_flags_reach_the_files(capsys, tiny_checkpoint, scene_paths, tmp_path):
+    """--overlay-style/--overlay-mode/--cmap/--opacity build one OverlayOptions that the PNG uses."""
+    from captioner.overlay.options import OverlayOptions
+    from captioner.overlay.render import panel_grid
+
+    panels = {}
+    for name, flags in {"default": [], "look": ["--overlay-style", "spotlight", "--overlay-mode", "nearest",
+                                                 "--opacity", "0.8"]}.items():
+        out_dir = tmp_path / name
+        [record] = json_run(capsys, [scene_paths[0]], tiny_checkpoint, "--overlay-dir", str(out_dir), *flags)
+        panels[name] = out_dir / f"{scene_paths[0].stem}.png"
+    with Image.open(panels["default"]) as a, Image.open(panels["look"]) as b:
+        assert np.asarray(a).shape == np.asarray(b).shape and not np.array_equal(np.asarray(a), np.asarray(b))
+        alphas = np.asarray(record["alphas"], dtype=np.float64)
+        expected = panel_grid(load_image(scene_paths[0]), record["tokens"], alphas,
+                              options=OverlayOptions(style="spotlight", mode="nearest", opacity=0.8))
+        assert np.abs(np.asarray(b, dtype=int) - np.asarray(expected.convert(b.mode), dtype=int)).max() <= 2
+
+
+@pytest.mark.parametrize("flags", [["--opacity", "1.5"], ["--cmap", "no-such-map"]])
+def test_bad_overlay_values_are_one_line_errors(capsys, tiny_checkpoint, scene_paths, flags):
+    code, out, err = run_cli(capsys, scene_paths[0], "--checkpoint", tiny_checkpoint, *FAST, *flags)
+    assert code == 2 and out == [] and len(err) == 1 and flags[0] in err[0]
+
+
+def test_unknown_overlay_style_is_a_usage_error(capsys, tiny_checkpoint, scene_paths):
+    err = usage_error(capsys, scene_paths[0], "--checkpoint", tiny_checkpoint, "--overlay-style", "glow")
+    assert "--overlay-style" in err

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import math
 import re
 
 import matplotlib
@@ -10,17 +12,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from captioner.overlay.render import (
-    OverlayOptions,
-    animate,
-    blend,
-    panel_grid,
-    panel_layout,
-    render_html,
-    save_gif,
-    upsample,
-    write_overlays,
-)
+from captioner.overlay.files import save_gif, write_overlays
+from captioner.overlay.html import render_html
+from captioner.overlay.options import MODES, STYLES, OverlayOptions, OverlaySizes
+from captioner.overlay.render import animate, blend, panel_grid, panel_layout, upsample
 
 G = 14
 W, H = 300, 200  # non-square, and neither side a multiple of G: the hard case for geometry
@@ -134,7 +129,7 @@ def test_upsample_normalisation_edge_cases() -> None:
 @pytest.mark.parametrize("style", ["heat", "spotlight"])
 def test_blend_same_size_as_image(size: tuple[int, int], style: str) -> None:
     for img in (_image(*size), _image(*size).convert("L"), _image(*size).convert("RGBA")):
-        out = blend(img, _peaked(3, 3), style=style)
+        out = blend(img, _peaked(3, 3), options=OverlayOptions(style=style))
         assert out.size == size
         assert out.mode == "RGB"
 
@@ -144,17 +139,20 @@ def test_blend_same_size_as_image(size: tuple[int, int], style: str) -> None:
 def test_blend_hottest_pixel_inside_cell(mode: str, cell: tuple[int, int]) -> None:
     alpha = _peaked(*cell)
     # Heat: a grey colormap at full opacity makes the blend the heat map itself.
-    heat = np.asarray(blend(_image(), alpha, mode=mode, cmap="gray", opacity=1.0).convert("L"))
+    gray = OverlayOptions(mode=mode, cmap="gray", opacity=1.0)
+    heat = np.asarray(blend(_image(), alpha, options=gray).convert("L"))
     assert _inside(np.unravel_index(np.argmax(heat), heat.shape), *cell)
     # Jet: the hottest pixel gets the colormap's top colour (dark red), mixed at 55%.
     grey = Image.new("RGB", (W, H), (128, 128, 128))
-    jet = np.asarray(blend(grey, alpha, mode=mode, cmap="jet"), dtype=np.float64)
+    jet_options = OverlayOptions(mode=mode, cmap="jet")
+    jet = np.asarray(blend(grey, alpha, options=jet_options), dtype=np.float64)
     top = 128 * 0.45 + np.array(matplotlib.colormaps["jet"](1.0)[:3]) * 255 * 0.55
     distance = np.abs(jet - top).sum(axis=-1)
     assert distance.min() <= 1.5
     assert _inside(np.unravel_index(np.argmin(distance), distance.shape), *cell)
     # Spotlight: a uniform image stays brightest where attention is highest.
-    spot = np.asarray(blend(grey, alpha, mode=mode, style="spotlight").convert("L"))
+    spotlight = OverlayOptions(mode=mode, style="spotlight")
+    spot = np.asarray(blend(grey, alpha, options=spotlight).convert("L"))
     assert _inside(np.unravel_index(np.argmax(spot), spot.shape), *cell)
     assert spot.max() == 128 and spot.min() < 128 * 0.5
 
@@ -285,11 +283,11 @@ def test_bad_options_raise() -> None:
     with pytest.raises(ValueError, match="size"):
         upsample(alpha, (0, 30))
     with pytest.raises(ValueError, match="style"):
-        blend(img, alpha, style="glow")
+        OverlayOptions(style="glow")
     with pytest.raises(ValueError, match="opacity"):
-        blend(img, alpha, opacity=1.5)
+        OverlayOptions(opacity=1.5)
     with pytest.raises(ValueError, match="colormap"):
-        blend(img, alpha, cmap="no-such-map")
+        OverlayOptions(cmap="no-such-map")
     with pytest.raises(ValueError, match="columns"):
         panel_grid(img, ["a"], _alphas(1), columns=0)
     with pytest.raises(ValueError, match="frame"):
@@ -322,7 +320,7 @@ def test_html_is_self_contained_and_escaped() -> None:
 
 def test_write_overlays(tmp_path) -> None:
     img, alphas = _image(), _alphas(3)
-    opts = OverlayOptions(panel_size=64, gif_size=64, html_max_side=64)
+    opts = OverlaySizes(panel_size=64, gif_size=64, html_max_side=64)
     paths = write_overlays(
         tmp_path / "out",
         "ex1",
@@ -332,7 +330,7 @@ def test_write_overlays(tmp_path) -> None:
         png=True,
         gif=True,
         html=True,
-        options=opts,
+        sizes=opts,
     )
     assert set(paths) == {"png", "gif", "html"}
     assert [p.name for p in paths.values()] == ["ex1.png", "ex1.gif", "ex1.html"]
@@ -341,5 +339,184 @@ def test_write_overlays(tmp_path) -> None:
     with Image.open(paths["gif"]) as gif:
         assert gif.n_frames == 3
     assert paths["html"].read_text(encoding="utf-8").count('class="word"') == 3
-    only_png = write_overlays(tmp_path / "out2", "ex2", img, TOKENS[:3], alphas, options=opts)
+    only_png = write_overlays(tmp_path / "out2", "ex2", img, TOKENS[:3], alphas, sizes=opts)
     assert set(only_png) == {"png"}
+
+
+# --------------------------------------------------------------------------- options
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "allowed"),
+    [
+        ("mode", "bilinear", ["'smooth'", "'nearest'"]),
+        ("mode", None, ["'smooth'", "'nearest'"]),
+        ("style", "glow", ["'heat'", "'spotlight'"]),
+        ("cmap", "no-such-map", ["matplotlib.colormaps", "'jet'"]),
+        ("cmap", matplotlib.colormaps["jet"], ["matplotlib.colormaps"]),
+        ("opacity", 1.5, ["[0, 1]"]),
+        ("opacity", -0.1, ["[0, 1]"]),
+        ("opacity", math.nan, ["[0, 1]"]),
+        ("opacity", "0.5", ["[0, 1]"]),
+        ("opacity", True, ["[0, 1]"]),
+    ],
+)
+def test_invalid_option_fails_at_construction(field: str, value, allowed: list[str]) -> None:
+    with pytest.raises(ValueError) as err:
+        OverlayOptions(**{field: value})
+    message = str(err.value)
+    assert f"OverlayOptions.{field}" in message
+    for text in allowed:
+        assert text in message, message
+
+
+@pytest.mark.parametrize(
+    "field", ["columns", "panel_size", "gif_size", "gif_duration_ms", "html_max_side"]
+)
+@pytest.mark.parametrize("value", [0, -3, 2.5, True])
+def test_invalid_size_fails_at_construction(field: str, value) -> None:
+    with pytest.raises(ValueError, match=rf"OverlaySizes\.{field} must be an integer >= 1"):
+        OverlaySizes(**{field: value})
+
+
+def test_options_accept_every_allowed_value_and_are_frozen() -> None:
+    for mode in MODES:
+        for style in STYLES:
+            assert OverlayOptions(mode=mode, style=style, opacity=np.float32(0.5)).opacity == 0.5
+    assert OverlayOptions(opacity=1) == OverlayOptions(opacity=1.0)  # stored as float
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        OverlayOptions().mode = "bilinear"  # type: ignore[misc]  # no way round the check
+
+
+@pytest.mark.parametrize(
+    "loose", [{"mode": "smooth"}, {"style": "heat"}, {"cmap": "jet"}, {"opacity": 0.5}]
+)
+def test_renderers_take_options_not_loose_parameters(loose: dict) -> None:
+    img, alphas = _image(40, 30), _alphas(2)
+    calls = [
+        lambda: blend(img, alphas[0], **loose),
+        lambda: panel_grid(img, TOKENS[:2], alphas, **loose),
+        lambda: animate(img, TOKENS[:2], alphas, **loose),
+        lambda: render_html(img, TOKENS[:2], alphas, **loose),
+        lambda: write_overlays("unused", "x", img, TOKENS[:2], alphas, **loose),
+    ]
+    for call in calls:
+        with pytest.raises(TypeError, match="unexpected keyword"):
+            call()
+
+
+@pytest.mark.parametrize("style", STYLES)
+def test_opacity_zero_leaves_the_image_untouched_in_every_renderer(style: str) -> None:
+    img, alphas, tokens = _image(), _alphas(3), TOKENS[:3]
+    clear = OverlayOptions(style=style, opacity=0.0)
+    np.testing.assert_array_equal(np.asarray(blend(img, alphas[0], options=clear)), np.asarray(img))
+
+    grid = np.asarray(panel_grid(img, tokens, alphas, panel_size=120, options=clear))
+    layout = panel_layout(img.size, len(tokens) + 1, panel_size=120)
+    boxes = [grid[t:b, l:r] for l, t, r, b in (layout.box(i) for i in range(len(tokens) + 1))]
+    for panel in boxes[1:]:
+        np.testing.assert_array_equal(panel, boxes[0])  # every word panel is the original
+
+    small = np.asarray(img.resize((96, 64), Image.Resampling.BICUBIC))
+    for frame in animate(img, tokens, alphas, size=96, options=clear):
+        np.testing.assert_array_equal(np.asarray(frame)[:64], small)
+
+    page = render_html(img, tokens, alphas, max_side=64, options=clear)
+    original = re.search(r'data-original="([^"]*)"', page).group(1)
+    assert re.findall(r'data-src="([^"]*)"', page) == [original] * len(tokens)
+
+
+CHANGED = [
+    OverlayOptions(mode="nearest"),
+    OverlayOptions(style="spotlight"),
+    OverlayOptions(cmap="viridis"),
+    OverlayOptions(opacity=0.9),
+]
+
+
+def _renders(options: OverlayOptions) -> dict[str, bytes]:
+    img, alphas, tokens = _image(), _alphas(3), TOKENS[:3]
+    return {
+        "blend": blend(img, alphas[0], options=options).tobytes(),
+        "panel_grid": panel_grid(img, tokens, alphas, panel_size=64, options=options).tobytes(),
+        "animate": b"".join(
+            f.tobytes() for f in animate(img, tokens, alphas, size=64, options=options)
+        ),
+        "render_html": render_html(img, tokens, alphas, max_side=64, options=options).encode(),
+    }
+
+
+@pytest.mark.parametrize("options", CHANGED, ids=repr)
+def test_every_renderer_honours_each_option(options: OverlayOptions) -> None:
+    default, changed = _renders(OverlayOptions()), _renders(options)
+    assert _renders(OverlayOptions()) == default  # so a difference below is the option's doing
+    for name in default:
+        assert changed[name] != default[name], f"{name} ignored {options}"
+
+
+@pytest.mark.parametrize("options", [OverlayOptions(), *CHANGED], ids=repr)
+def test_panels_and_frames_are_the_blend_of_their_word(options: OverlayOptions) -> None:
+    img, alphas, tokens = _image(), _alphas(3), TOKENS[:3]
+    layout = panel_layout(img.size, len(tokens) + 1, panel_size=120)
+    small = img.resize((layout.panel_width, layout.panel_height), Image.Resampling.BICUBIC)
+    grid = np.asarray(panel_grid(img, tokens, alphas, panel_size=120, options=options))
+    for t in range(len(tokens)):
+        left, top, right, bottom = layout.box(t + 1)
+        expected = np.asarray(blend(small, alphas[t], options=options))
+        np.testing.assert_array_equal(grid[top:bottom, left:right], expected)
+    small = img.resize((96, 64), Image.Resampling.BICUBIC)
+    for t, frame in enumerate(animate(img, tokens, alphas, size=96, options=options)):
+        expected = np.asarray(blend(small, alphas[t], options=options))
+        np.testing.assert_array_equal(np.asarray(frame)[:64], expected)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        OverlayOptions(mode="nearest", cmap="viridis", opacity=0.8),
+        OverlayOptions(style="spotlight", opacity=0.3),
+    ],
+    ids=repr,
+)
+def test_write_overlays_passes_options_to_png_gif_and_html(
+    tmp_path, options: OverlayOptions
+) -> None:
+    img, alphas, tokens = _image(), _alphas(3), TOKENS[:3]
+    sizes = OverlaySizes(
+        columns=2, panel_size=64, gif_size=80, gif_duration_ms=300, html_max_side=72
+    )
+    paths = write_overlays(
+        tmp_path, "ex", img, tokens, alphas,
+        png=True, gif=True, html=True, caption="A dog runs.", options=options, sizes=sizes,
+    )
+
+    def expected(look: OverlayOptions, name: str) -> tuple[bytes, bytes, str]:
+        grid = panel_grid(img, tokens, alphas, columns=2, panel_size=64, options=look)
+        frames = animate(img, tokens, alphas, size=80, options=look)
+        gif = save_gif(frames, tmp_path / f"{name}.gif", duration_ms=300).read_bytes()
+        page = render_html(img, tokens, alphas, caption="A dog runs.", max_side=72, options=look)
+        return grid.tobytes(), gif, page
+
+    with Image.open(paths["png"]) as png:
+        written = (
+            png.convert("RGB").tobytes(),
+            paths["gif"].read_bytes(),
+            paths["html"].read_text(encoding="utf-8"),
+        )
+    want, default = expected(options, "want"), expected(OverlayOptions(), "default")
+    for kind, got, same, other in zip(("png", "gif", "html"), written, want, default, strict=True):
+        assert got == same, f"{kind} was not rendered with the options given"
+        assert got != other, f"{kind}: the options make no difference, so the check above is empty"
+
+
+def test_write_overlays_defaults_keep_the_cli_call_working(tmp_path) -> None:
+    img, alphas, tokens = _image(), _alphas(2), TOKENS[:2]
+    # The call captioner.cli makes today, with neither options nor sizes.
+    paths = write_overlays(
+        tmp_path, "cli", img, tokens, alphas, png=True, gif=True, html=True, caption="A dog."
+    )
+    assert set(paths) == {"png", "gif", "html"}
+    with Image.open(paths["png"]) as png:
+        assert png.convert("RGB").tobytes() == panel_grid(img, tokens, alphas).tobytes()
+    page = render_html(img, tokens, alphas, caption="A dog.", options=OverlayOptions())
+    assert paths["html"].read_text(encoding="utf-8") == page

@@ -1,14 +1,13 @@
 """The interactive HTML page, driven in headless Chromium through Playwright.
 
 Needs Debian's ``chromium`` (``/usr/bin/chromium``, or the path in ``CAPTIONER_CHROMIUM``); we
-never run ``playwright install``, which downloads browsers. Without a browser the test skips,
-unless ``CAPTIONER_REQUIRE_BROWSER`` is set (CI sets it), in which case it fails: a skipped
-check there would silently hide a broken page.
+never run ``playwright install``, which downloads browsers. The ``browser`` mark makes the test
+skip without a browser, unless ``CAPTIONER_REQUIRE_BROWSER`` is set (CI sets it), in which case
+it fails: a skipped check there would silently hide a broken page (see conftest.py).
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,9 +15,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from captioner.overlay.render import render_html
+from captioner.overlay.html import render_html
 
-CHROMIUM = Path(os.environ.get("CAPTIONER_CHROMIUM", "/usr/bin/chromium"))
+pytestmark = pytest.mark.browser
+
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -31,26 +31,12 @@ CHROMIUM_ARGS = [
 TOKENS = ["a", "<dog>", "runs", "home"]
 
 
-def _browser_required() -> bool:
-    return os.environ.get("CAPTIONER_REQUIRE_BROWSER", "") not in ("", "0")
-
-
-def _unavailable(reason: str) -> None:
-    if _browser_required():
-        pytest.fail(f"{reason}, and CAPTIONER_REQUIRE_BROWSER is set")
-    pytest.skip(f"{reason}; install it with `apt-get install -y chromium` to run this test")
-
-
 @pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    if not CHROMIUM.exists():
-        _unavailable(f"no Chromium at {CHROMIUM}")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        _unavailable("the playwright Python package is not installed")
+def browser(chromium: Path) -> Iterator[object]:
+    from playwright.sync_api import sync_playwright
+
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        browser = p.chromium.launch(executable_path=str(chromium), args=CHROMIUM_ARGS)
         yield browser
         browser.close()
 

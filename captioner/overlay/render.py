@@ -1,9 +1,12 @@
-"""Attention overlays: show where the decoder looked while it wrote each word.
+"""Attention overlays as pictures: upsample a map, blend it in, lay out panels and GIF frames.
 
-This is the last stage of the data flow (image -> features -> attention -> words -> overlay).
-Everything here except :func:`save_gif` and :func:`write_overlays` is pure: arrays and a PIL
-image in, PIL images or strings out. Nothing touches pyplot's global state, so rendering works
-headless and can be tested byte for byte.
+This is the last stage of the data flow (image -> features -> attention -> words -> overlay),
+and it is pure: arrays and a PIL image in, PIL images out. Nothing touches pyplot's global
+state, so rendering works headless and can be tested byte for byte. The HTML page is in
+:mod:`captioner.overlay.html`; everything that writes files is in :mod:`captioner.overlay.files`.
+
+How the maps are drawn (mode, style, colormap, opacity) is one checked
+:class:`~captioner.overlay.options.OverlayOptions` passed as ``options=``.
 
 Shared inputs:
 
@@ -14,26 +17,23 @@ Shared inputs:
 - ``tokens``: the generated words, one per decoding step (T of them).
 - ``alphas``: ``np.ndarray`` of shape (T, G, G), one attention map per token, each summing to 1
   (the softmax over the P = G*G regions, reshaped).
+
+Public functions validate their inputs once at the boundary and then call the unchecked
+``_``-prefixed workers, which :mod:`captioner.overlay.html` shares.
 """
 
 from __future__ import annotations
 
-import base64
 import functools
-import html
-import io
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
-from pathlib import Path
 from typing import NamedTuple
 
 import matplotlib
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-MODES = ("smooth", "nearest")
-STYLES = ("heat", "spotlight")
+from captioner.overlay.options import MODES, OverlayOptions, check_choice, check_positive
 
 _BACKGROUND = (255, 255, 255)
 _TEXT = (20, 20, 20)
@@ -41,19 +41,7 @@ _HIGHLIGHT = (200, 30, 30)
 _CUBIC_A = -0.5  # Keys' bicubic kernel; the same coefficient PIL and OpenCV use.
 
 
-# --------------------------------------------------------------------------- validation
-
-
-def _check_mode(mode: str) -> None:
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-
-
-def _check_style(style: str, opacity: float) -> None:
-    if style not in STYLES:
-        raise ValueError(f"style must be one of {STYLES}, got {style!r}")
-    if not 0.0 <= opacity <= 1.0:
-        raise ValueError(f"opacity must lie in [0, 1], got {opacity}")
+# --------------------------------------------------------------------------- input checks
 
 
 def _check_map(alpha: np.ndarray) -> np.ndarray:
@@ -141,28 +129,8 @@ def _nearest_index(n_out: int, g: int) -> np.ndarray:
     return (np.arange(n_out, dtype=np.int64) * g) // n_out
 
 
-def upsample(alpha: np.ndarray, size: tuple[int, int], mode: str = "smooth") -> np.ndarray:
-    """Upsample one (G, G) attention map to an image's pixel grid, scaled to [0, 1].
-
-    Args:
-        alpha: (G, G) non-negative attention weights.
-        size: (width, height) of the target image, PIL's order.
-        mode: "smooth" for bicubic interpolation (the soft blobs of the paper's figures) or
-            "nearest" for blocky cells that show exactly what the model attends over.
-
-    Returns:
-        (height, width) float32 in [0, 1].
-
-    The map is divided by its maximum because raw alphas are tiny (1/P on average, about 0.005
-    for a 14 x 14 grid) and would be invisible on an absolute scale; per-map scaling shows
-    *where* the model looked, not how peaked it was (a uniform map therefore shows as fully lit).
-    An all-zero map stays zero. Bicubic overshoot below zero is clipped.
-    """
-    _check_mode(mode)
-    a = _check_map(alpha)
-    width, height = int(size[0]), int(size[1])
-    if width <= 0 or height <= 0:
-        raise ValueError(f"size must be a positive (width, height), got {size}")
+def _upsample(a: np.ndarray, width: int, height: int, mode: str) -> np.ndarray:
+    """:func:`upsample` on an already checked float64 (G, G) map."""
     g = a.shape[0]
     if mode == "nearest":
         up = a[_nearest_index(height, g)][:, _nearest_index(width, g)]  # (H, W)
@@ -175,55 +143,71 @@ def upsample(alpha: np.ndarray, size: tuple[int, int], mode: str = "smooth") -> 
     return np.clip(up, 0.0, 1.0).astype(np.float32)
 
 
+def upsample(alpha: np.ndarray, size: tuple[int, int], mode: str = "smooth") -> np.ndarray:
+    """Upsample one (G, G) attention map to an image's pixel grid, scaled to [0, 1].
+
+    Args:
+        alpha: (G, G) non-negative attention weights.
+        size: (width, height) of the target image, PIL's order.
+        mode: one of :data:`~captioner.overlay.options.MODES`, as in
+            :attr:`OverlayOptions.mode <captioner.overlay.options.OverlayOptions.mode>`. A bare
+            string rather than options because this returns an array, not a picture.
+
+    Returns:
+        (height, width) float32 in [0, 1].
+
+    The map is divided by its maximum because raw alphas are tiny (1/P on average, 1/196 for a
+    14 x 14 grid) and would be invisible on an absolute scale; per-map scaling shows *where* the
+    model looked, not how peaked it was (a uniform map therefore shows as fully lit). An
+    all-zero map stays zero. Bicubic overshoot below zero is clipped.
+    """
+    check_choice("mode", mode, MODES)
+    a = _check_map(alpha)
+    width, height = int(size[0]), int(size[1])
+    if width <= 0 or height <= 0:
+        raise ValueError(f"size must be a positive (width, height), got {size}")
+    return _upsample(a, width, height, mode)
+
+
 # --------------------------------------------------------------------------- blending
 
 
 @functools.lru_cache(maxsize=16)
 def _colormap_lut(cmap: str) -> np.ndarray:
     """(256, 3) float32 RGB lookup table; a table keeps memory flat on large images."""
-    try:
-        colormap = matplotlib.colormaps[cmap]
-    except KeyError:
-        raise ValueError(f"unknown matplotlib colormap {cmap!r}") from None
-    lut = colormap(np.linspace(0.0, 1.0, 256))[:, :3] * 255.0  # (256, 3)
+    lut = matplotlib.colormaps[cmap](np.linspace(0.0, 1.0, 256))[:, :3] * 255.0  # (256, 3)
     return lut.astype(np.float32)
 
 
-def blend(
-    image: Image.Image,
-    alpha: np.ndarray,
-    *,
-    mode: str = "smooth",
-    style: str = "heat",
-    cmap: str = "jet",
-    opacity: float = 0.55,
-) -> Image.Image:
-    """Draw one attention map over the image it was computed on.
-
-    Args:
-        image: any size; the (G, G) map is stretched over the whole of it.
-        alpha: (G, G) attention weights for one word.
-        mode: "smooth" or "nearest", see :func:`upsample`.
-        style: "heat" mixes a colormapped heat map into the image at a uniform ``opacity``
-            (readable at a glance); "spotlight" darkens the image where attention is low, as in
-            the paper's figures, so the attended content itself stays visible.
-        cmap: matplotlib colormap name (heat style only).
-        opacity: in [0, 1]; heat: weight of the colour layer; spotlight: how dark fully
-            unattended pixels become.
-
-    Returns:
-        RGB image of the same size as ``image``.
-    """
-    _check_style(style, opacity)
+def _blend(image: Image.Image, a: np.ndarray, options: OverlayOptions) -> Image.Image:
+    """:func:`blend` on an already checked float64 (G, G) map."""
     rgb = _as_rgb(image)
-    heat = upsample(alpha, rgb.size, mode)  # (H, W)
+    heat = _upsample(a, rgb.width, rgb.height, options.mode)  # (H, W)
     base = np.asarray(rgb, dtype=np.float32)  # (H, W, 3)
-    if style == "heat":
-        colour = _colormap_lut(cmap)[np.rint(heat * 255.0).astype(np.uint8)]  # (H, W, 3)
+    opacity = options.opacity
+    if options.style == "heat":
+        colour = _colormap_lut(options.cmap)[np.rint(heat * 255.0).astype(np.uint8)]  # (H, W, 3)
         out = base * (1.0 - opacity) + colour * opacity
     else:
         out = base * (1.0 - opacity * (1.0 - heat))[:, :, None]
     return Image.fromarray(np.clip(np.rint(out), 0, 255).astype(np.uint8), mode="RGB")
+
+
+def blend(
+    image: Image.Image, alpha: np.ndarray, *, options: OverlayOptions = OverlayOptions()
+) -> Image.Image:
+    """Draw one attention map over the image it was computed on.
+
+    Args:
+        image: any size and PIL mode; the (G, G) map is stretched over the whole of it.
+        alpha: (G, G) attention weights for one word.
+        options: mode, style, colormap and opacity, see
+            :class:`~captioner.overlay.options.OverlayOptions`.
+
+    Returns:
+        RGB image of the same size as ``image``.
+    """
+    return _blend(image, _check_map(alpha), options)
 
 
 # --------------------------------------------------------------------------- text helpers
@@ -246,8 +230,6 @@ def _fit_text(text: str, font: ImageFont.FreeTypeFont | ImageFont.ImageFont, wid
 
 def _fit_size(size: tuple[int, int], box: int) -> tuple[int, int]:
     """Scale (w, h) so the longer side is ``box``, keeping the aspect ratio."""
-    if box <= 0:
-        raise ValueError(f"size must be positive, got {box}")
     w, h = size
     scale = box / max(w, h)
     return max(1, round(w * scale)), max(1, round(h * scale))
@@ -295,8 +277,8 @@ def panel_layout(
     Panels keep the image's aspect ratio with the longer side equal to ``panel_size``, so the
     attention cells are not distorted on screen.
     """
-    if columns < 1:
-        raise ValueError(f"columns must be >= 1, got {columns}")
+    check_positive("columns", columns)
+    check_positive("panel_size", panel_size)
     if n_panels < 1:
         raise ValueError(f"need at least one panel, got {n_panels}")
     pw, ph = _fit_size(image_size, panel_size)
@@ -325,11 +307,8 @@ def panel_grid(
     *,
     columns: int = 5,
     panel_size: int = 224,
-    mode: str = "smooth",
-    style: str = "heat",
-    cmap: str = "jet",
-    opacity: float = 0.55,
     include_original: bool = True,
+    options: OverlayOptions = OverlayOptions(),
 ) -> Image.Image:
     """The paper's figure: the original image, then one overlay per word, labelled below.
 
@@ -340,19 +319,17 @@ def panel_grid(
         columns: panels per row before wrapping.
         panel_size: longer side of each panel in pixels.
         include_original: put the unmodified image first (with an empty label).
+        options: how each map is drawn, see :class:`~captioner.overlay.options.OverlayOptions`.
 
     Returns:
         RGB image of size ``panel_layout(...)`` ``(width, height)``; white background.
     """
     a = _check_sequence(tokens, alphas)
-    _check_mode(mode)
-    _check_style(style, opacity)
     labels = ([""] if include_original else []) + list(tokens)
     layout = panel_layout(image.size, len(labels), columns=columns, panel_size=panel_size)
     small = _resized(image, (layout.panel_width, layout.panel_height))
     panels = ([small] if include_original else []) + [
-        blend(small, a[t], mode=mode, style=style, cmap=cmap, opacity=opacity)
-        for t in range(a.shape[0])
+        _blend(small, a[t], options) for t in range(a.shape[0])
     ]
     grid = Image.new("RGB", (layout.width, layout.height), _BACKGROUND)
     draw = ImageDraw.Draw(grid)
@@ -403,23 +380,21 @@ def animate(
     alphas: np.ndarray,
     *,
     size: int = 320,
-    mode: str = "smooth",
-    style: str = "heat",
-    cmap: str = "jet",
-    opacity: float = 0.55,
+    options: OverlayOptions = OverlayOptions(),
 ) -> list[Image.Image]:
     """One frame per word: that word's overlay, with the caption so far written underneath.
 
     Args:
         size: longer side of the image part of each frame, in pixels.
+        options: how each map is drawn, see :class:`~captioner.overlay.options.OverlayOptions`.
 
     Returns:
         T RGB frames of identical size (the caption strip is tall enough for the full caption),
-        the current word highlighted in red. Feed them to :func:`save_gif`.
+        the current word highlighted in red. Write them with
+        :func:`captioner.overlay.files.save_gif`.
     """
     a = _check_sequence(tokens, alphas)
-    _check_mode(mode)
-    _check_style(style, opacity)
+    check_positive("size", size)
     fw, fh = _fit_size(image.size, size)
     small = _resized(image, (fw, fh))
     font_size = max(10, round(size * 0.05))
@@ -432,7 +407,7 @@ def animate(
     frames = []
     for t in range(a.shape[0]):
         frame = Image.new("RGB", (fw, fh + strip), _BACKGROUND)
-        frame.paste(blend(small, a[t], mode=mode, style=style, cmap=cmap, opacity=opacity))
+        frame.paste(_blend(small, a[t], options))
         draw = ImageDraw.Draw(frame)
         for i in range(t + 1):
             x, line = positions[i]
@@ -444,233 +419,3 @@ def animate(
             )
         frames.append(frame)
     return frames
-
-
-def save_gif(
-    frames: Sequence[Image.Image], path: str | Path, duration_ms: int = 700, loop: int = 0
-) -> Path:
-    """Write frames as an animated GIF (``loop=0`` repeats forever) and return the path."""
-    if not frames:
-        raise ValueError("need at least one frame to write a GIF")
-    path = Path(path)
-    first, *rest = [_as_rgb(f) for f in frames]
-    first.save(
-        path,
-        format="GIF",
-        save_all=True,
-        append_images=rest,
-        duration=duration_ms,
-        loop=loop,
-    )
-    return path
-
-
-# --------------------------------------------------------------------------- HTML page
-
-
-def _data_uri(image: Image.Image, quality: int = 85) -> str:
-    """Inline JPEG: for photo-like overlays it is several times smaller than PNG."""
-    buf = io.BytesIO()
-    _as_rgb(image).save(buf, format="JPEG", quality=quality)
-    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
-
-
-# The Content-Security-Policy makes "no external requests" a browser-enforced property, not
-# just a habit of this template: only inline style/script and data: images may load.
-_HTML_TEMPLATE = """<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta http-equiv="Content-Security-Policy" content="default-src 'none'; img-src data:; \
-style-src 'unsafe-inline'; script-src 'unsafe-inline'">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{title}</title>
-<style>
-body {{ font-family: system-ui, sans-serif; margin: 2em auto; max-width: {page_width}px;
-  color: #222; background: #fff; }}
-h1 {{ font-size: 1.3em; }}
-#overlay {{ display: block; width: {width}px; max-width: 100%; height: auto;
-  border: 1px solid #ccc; }}
-#caption-text {{ font-size: 1.1em; font-style: italic; }}
-#words {{ line-height: 2.2; }}
-.word, #show-image {{ font: inherit; font-size: 1.05em; padding: 0.15em 0.45em;
-  margin: 0 0.1em; border: 1px solid #bbb; border-radius: 4px; background: #f6f6f6;
-  cursor: pointer; }}
-.word:hover, .word:focus-visible {{ background: #ffe9a8; }}
-.word.active {{ background: #c62828; border-color: #c62828; color: #fff; }}
-#show-image {{ background: #fff; margin-left: 0.8em; font-style: italic; }}
-.hint {{ color: #777; font-size: 0.85em; }}
-</style>
-</head>
-<body>
-<h1>{title}</h1>
-<img id="overlay" src="{original}" data-original="{original}" width="{width}" \
-height="{height}" alt="input image">
-{caption_html}<p id="words">{buttons}
-<button type="button" id="show-image">image</button></p>
-<p class="hint">Hover over a word to preview where the model looked while writing it; click to
-pin it (click again, press Esc or use &ldquo;image&rdquo; to go back); arrow keys step
-through the words.</p>
-<script>
-(() => {{
-  const overlay = document.getElementById("overlay");
-  const original = overlay.dataset.original;
-  const words = Array.from(document.querySelectorAll(".word"));
-  let active = -1;
-  function show(i) {{
-    overlay.src = i < 0 ? original : words[i].dataset.src;
-    overlay.alt = i < 0 ? "input image" : "attention for: " + words[i].textContent;
-  }}
-  function setActive(i) {{
-    if (active >= 0) {{
-      words[active].classList.remove("active");
-      words[active].setAttribute("aria-pressed", "false");
-    }}
-    active = i;
-    if (active >= 0) {{
-      words[active].classList.add("active");
-      words[active].setAttribute("aria-pressed", "true");
-    }}
-    show(active);
-  }}
-  words.forEach((w, i) => {{
-    w.addEventListener("click", () => setActive(active === i ? -1 : i));
-    w.addEventListener("mouseenter", () => show(i));
-    w.addEventListener("mouseleave", () => show(active));
-  }});
-  document.getElementById("show-image").addEventListener("click", () => setActive(-1));
-  document.addEventListener("keydown", (e) => {{
-    if (e.key === "Escape") setActive(-1);
-    else if (e.key === "ArrowRight") setActive(Math.min(active + 1, words.length - 1));
-    else if (e.key === "ArrowLeft") setActive(Math.max(active - 1, 0));
-  }});
-}})();
-</script>
-</body>
-</html>
-"""
-
-
-def render_html(
-    image: Image.Image,
-    tokens: Sequence[str],
-    alphas: np.ndarray,
-    *,
-    caption: str | None = None,
-    title: str = "Show, Attend and Tell: attention per word",
-    mode: str = "smooth",
-    style: str = "heat",
-    cmap: str = "jet",
-    opacity: float = 0.55,
-    max_side: int = 384,
-    quality: int = 85,
-) -> str:
-    """A self-contained interactive page: hover or click a word to see its attention.
-
-    Every image is inlined as a base64 JPEG ``data:`` URI and the CSS/JS are inline, so the file
-    works offline, can be mailed around, and makes no network requests (a CSP forbids them).
-    Images are shrunk to ``max_side`` pixels to keep the page small (about 20-30 kB per word).
-
-    Stable hooks: each word is ``<button class="word" data-index="i" data-src="...">``, the
-    shown picture is ``<img id="overlay">`` (its ``data-original`` holds the plain image), the
-    pinned word has class ``active``, and ``<button id="show-image">`` goes back to the image.
-
-    Args:
-        caption: optional display text (e.g. detokenised with punctuation) shown above the
-            clickable words; the words themselves always come from ``tokens``.
-        title: page title and heading; escaped.
-    """
-    a = _check_sequence(tokens, alphas)
-    _check_mode(mode)
-    _check_style(style, opacity)
-    width, height = _fit_size(image.size, max_side)
-    small = _resized(image, (width, height))
-    original = _data_uri(small, quality=quality)
-    buttons = []
-    for t, token in enumerate(tokens):
-        overlay = blend(small, a[t], mode=mode, style=style, cmap=cmap, opacity=opacity)
-        buttons.append(
-            f'<button type="button" class="word" data-index="{t}" aria-pressed="false" '
-            f'data-src="{_data_uri(overlay, quality=quality)}">{html.escape(token)}</button>'
-        )
-    caption_html = (
-        f'<p id="caption-text">{html.escape(caption)}</p>\n' if caption is not None else ""
-    )
-    return _HTML_TEMPLATE.format(
-        title=html.escape(title),
-        page_width=max(width, 480) + 40,
-        width=width,
-        height=height,
-        original=original,
-        caption_html=caption_html,
-        buttons="\n".join(buttons),
-    )
-
-
-# --------------------------------------------------------------------------- file output
-
-
-@dataclass(frozen=True)
-class OverlayOptions:
-    """How :func:`write_overlays` renders; one object so the CLI can pass it through whole."""
-
-    mode: str = "smooth"
-    style: str = "heat"
-    cmap: str = "jet"
-    opacity: float = 0.55
-    columns: int = 5
-    panel_size: int = 224
-    gif_size: int = 320
-    gif_duration_ms: int = 700
-    html_max_side: int = 384
-
-
-def write_overlays(
-    out_dir: str | Path,
-    stem: str,
-    image: Image.Image,
-    tokens: Sequence[str],
-    alphas: np.ndarray,
-    *,
-    png: bool = True,
-    gif: bool = False,
-    html: bool = False,  # shadows the html module in this function only; kept for the CLI
-    caption: str | None = None,
-    options: OverlayOptions = OverlayOptions(),
-) -> dict[str, Path]:
-    """Write ``stem.png`` (panel grid), ``stem.gif`` and/or ``stem.html`` into ``out_dir``.
-
-    The only function here besides :func:`save_gif` that does file I/O; it creates
-    ``out_dir`` if needed and returns ``{"png" | "gif" | "html": path}`` for what it wrote.
-    """
-    _check_sequence(tokens, alphas)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    look = dict(mode=options.mode, style=options.style, cmap=options.cmap, opacity=options.opacity)
-    paths: dict[str, Path] = {}
-    if png:
-        grid = panel_grid(
-            image,
-            tokens,
-            alphas,
-            columns=options.columns,
-            panel_size=options.panel_size,
-            **look,
-        )
-        paths["png"] = out / f"{stem}.png"
-        grid.save(paths["png"], format="PNG")
-    if gif:
-        frames = animate(image, tokens, alphas, size=options.gif_size, **look)
-        paths["gif"] = save_gif(frames, out / f"{stem}.gif", duration_ms=options.gif_duration_ms)
-    if html:
-        page = render_html(
-            image,
-            tokens,
-            alphas,
-            caption=caption,
-            max_side=options.html_max_side,
-            **look,
-        )
-        paths["html"] = out / f"{stem}.html"
-        paths["html"].write_text(page, encoding="utf-8")
-    return paths
