@@ -1,18 +1,20 @@
 """Training throughput (captions/s) of the popular recipe's model, three ways:
 
-(a) frozen encoder in the loop: every step runs ResNet-101 on the images (under no_grad), then
-    trains the decoder;
+(a) frozen encoder in the loop: every step runs ResNet-101 on the images (its weights are
+    frozen, so no graph is built for it), then trains the decoder;
 (b) decoder from the feature cache: (P, E) rows come from a real FeatureCache (pread) through
     CaptionDataset + collate_captions + DataLoader, the training loop's own input path;
 (c) fine-tuning layer4 (finetune_blocks=1) with its own encoder learning rate.
 
 The three run round-robin (one warm-up round, then timed rounds), so a change of load on the
-machine hits them alike; each figure is the median step. The step itself is the one in
-`captioner/training.py`: autocast, masked cross-entropy + attention penalty, clip 5, Adam.
+machine hits them alike; each figure is the median step. The step is the library's own,
+`captioner.train.loop.train_step` (autocast, masked cross-entropy + attention penalty,
+GradScaler, clipping, Adam), with the recipe's settings from configs/coco_resnet101.toml.
 """
 from __future__ import annotations
 
 import copy
+import dataclasses
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -20,38 +22,25 @@ import torch
 from torch.profiler import record_function
 from torch.utils.data import DataLoader
 
+from captioner.checkpoint import new_model
+from captioner.config import TrainConfig, load_config
 from captioner.data.datasets import CaptionBatch, CaptionDataset, collate_captions
-from captioner.model.decoder import Decoder, DecoderOutput
-from captioner.scoring.losses import doubly_stochastic_penalty, masked_cross_entropy
-from captioner.model.caption_model import CaptionModel
-from captioner.train.loop import EpochSampler
+from captioner.model.decoder import Decoder
+from captioner.train.distributed import EpochSampler
+from captioner.train.loop import STEP_PHASES, train_step
+from captioner.train.optim import make_optimization, param_groups
 
-from common import Figure, interleaved, judged, log, median, repeat, run_child, timed, worker_cmd
+from common import REPO, Figure, interleaved, judged, log, median, repeat, run_child, timed, worker_cmd
 from cached_data import recipe_data
 from models import Sizes, recipe_config
 
-Forward = Callable[[torch.Tensor, torch.Tensor], DecoderOutput]
-PHASES = ("next batch", "forward + loss", "backward", "clip + Adam")  # profiler labels
+PHASES = ("next batch", *STEP_PHASES)  # profiler labels: fetching a batch, then the step's own
+CPU = torch.device("cpu")
 
 
-def train_step(forward: Forward, images: torch.Tensor, captions: torch.Tensor, mask: torch.Tensor,
-               optimizer: torch.optim.Optimizer, params: list[torch.nn.Parameter],
-               amp_dtype: torch.dtype | None = None, grad_clip: float = 5.0) -> float:
-    """One optimisation step, as `captioner.train.loop.train` does it. Returns the loss."""
-    targets, tmask = captions[:, 1:], mask[:, 1:]  # (B, T)
-    with record_function(PHASES[1]), torch.autocast("cpu", dtype=amp_dtype or torch.float32,
-                                                    enabled=amp_dtype is not None):
-        pred = forward(images, captions)
-        ce = masked_cross_entropy(pred.logits, targets, tmask)
-        att = doubly_stochastic_penalty(pred.alphas.float(), tmask, 1.0)
-        loss = ce + att
-    with record_function(PHASES[2]):
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-    with record_function(PHASES[3]):
-        torch.nn.utils.clip_grad_norm_(params, grad_clip)
-        optimizer.step()
-    return float(loss.detach())
+def recipe_train(amp: str = "none") -> TrainConfig:
+    """The popular recipe's optimisation settings (lr 4e-4 / 1e-4, clip 5, alpha_c 1)."""
+    return dataclasses.replace(load_config(REPO / "configs" / "coco_resnet101.toml").train, amp=amp)
 
 
 def cached_batches(dataset: CaptionDataset, batch_size: int, seed: int = 0) -> Iterator[CaptionBatch]:
@@ -67,21 +56,22 @@ def cached_batches(dataset: CaptionDataset, batch_size: int, seed: int = 0) -> I
 
 
 class CachedTrainer:
-    """(b): a decoder trained from a FeatureCache; `step()` fetches a batch and trains on it."""
+    """(b): a decoder trained from a FeatureCache; `step()` fetches a batch and trains on it.
 
-    def __init__(self, decoder: Decoder, dataset: CaptionDataset, batch_size: int,
-                 amp_dtype: torch.dtype | None = None, lr: float = 4e-4) -> None:
+    `amp` is train.amp: "none" or "bf16" (the CPU's autocast)."""
+
+    def __init__(self, decoder: Decoder, dataset: CaptionDataset, batch_size: int, amp: str = "none") -> None:
         self.decoder = decoder.train()
-        self.params = [p for p in decoder.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.Adam(self.params, lr=lr)
+        self.config = recipe_train(amp)
+        groups = [{"params": [p for p in decoder.parameters() if p.requires_grad],
+                   "lr": self.config.decoder_lr, "name": "decoder"}]
+        self.opt = make_optimization(decoder, groups, self.config, CPU)
         self.batches = cached_batches(dataset, batch_size)
-        self.amp_dtype = amp_dtype
 
     def step(self) -> float:
         with record_function(PHASES[0]):
             batch = next(self.batches)
-        return train_step(self.decoder, batch.images, batch.captions, batch.mask, self.optimizer,
-                          self.params, self.amp_dtype)
+        return float(train_step(self.opt, batch, config=self.config).loss)
 
 
 def run(sizes: Sizes, work: Path) -> tuple[list[Figure], list[dict]]:
@@ -90,25 +80,20 @@ def run(sizes: Sizes, work: Path) -> tuple[list[Figure], list[dict]]:
     vocab, dataset = recipe_data(sizes, work)
     V = len(vocab)
     fixed = collate_captions([dataset[i] for i in range(B)])  # (a) and (c) train on one caption batch
-    images = torch.randn(B, 3, sizes.image_size, sizes.image_size)  # preprocessed pixels
+    pixels = fixed._replace(images=torch.randn(B, 3, sizes.image_size, sizes.image_size))  # preprocessed
 
     log("training: building models")
+    train_cfg = recipe_train()
     torch.manual_seed(0)
-    model_a = CaptionModel(config=recipe_config(sizes), vocab_size=V).train()
-    opt_a = torch.optim.Adam(model_a.decoder_parameters(), lr=4e-4)
-
-    def forward_a(x: torch.Tensor, caps: torch.Tensor) -> DecoderOutput:
-        with torch.no_grad():
-            feats = model_a.encode(x)  # (B, P, E)
-        return model_a.decoder(feats, caps)
-
-    model_c = CaptionModel(config=recipe_config(sizes, finetune_blocks=1), vocab_size=V).train()
-    opt_c = torch.optim.Adam([{"params": model_c.decoder_parameters(), "lr": 4e-4},
-                              {"params": model_c.encoder_parameters(), "lr": 1e-4}])
-    params_c = model_c.decoder_parameters() + model_c.encoder_parameters()
+    # (a) trains the whole model, as `train` does from live images: the frozen encoder has no
+    # trainable parameters, so it runs without building a graph.
+    model_a = new_model(recipe_config(sizes), V).train()
+    opt_a = make_optimization(model_a, param_groups(model_a, train_cfg), train_cfg, CPU)
+    model_c = new_model(recipe_config(sizes, finetune_blocks=1), V).train()
+    opt_c = make_optimization(model_c, param_groups(model_c, train_cfg), train_cfg, CPU)
 
     fp32 = CachedTrainer(copy.deepcopy(model_a.decoder), dataset, B)
-    bf16 = CachedTrainer(copy.deepcopy(model_a.decoder), dataset, B, amp_dtype=torch.bfloat16)
+    bf16 = CachedTrainer(copy.deepcopy(model_a.decoder), dataset, B, amp="bf16")
 
     def cached(trainer: CachedTrainer) -> Callable[[], None]:
         def steps() -> None:
@@ -118,10 +103,10 @@ def run(sizes: Sizes, work: Path) -> tuple[list[Figure], list[dict]]:
 
     times: dict[CachedTrainer, list[float]] = {fp32: [], bf16: []}
     variants = {
-        "a": lambda: train_step(forward_a, images, fixed.captions, fixed.mask, opt_a, model_a.decoder_parameters()),
+        "a": lambda: train_step(opt_a, pixels, config=train_cfg),
         "b32": cached(fp32),
         "b16": cached(bf16),
-        "c": lambda: train_step(model_c, images, fixed.captions, fixed.mask, opt_c, params_c),
+        "c": lambda: train_step(opt_c, pixels, config=train_cfg),
     }
     log("training: warm-up round of (a), (b) fp32, (b) bf16, (c)")
     t_warm = timed(lambda: interleaved(variants, rounds=1, warmup=0))

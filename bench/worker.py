@@ -29,7 +29,7 @@ def cmd_cached_train(args: argparse.Namespace) -> dict:
     """Build what `captioner train` builds for cached training and run it for a while."""
     import torch
 
-    from captioner.model.caption_model import CaptionModel
+    from captioner.checkpoint import new_model
 
     from cached_data import default_data, recipe_data
     from models import Sizes, default_config, recipe_config
@@ -43,9 +43,8 @@ def cmd_cached_train(args: argparse.Namespace) -> dict:
     else:
         vocab, dataset = default_data(sizes, args.images, Path(args.work))
         config = default_config().model
-    model = CaptionModel(config=config, vocab_size=len(vocab))
-    amp = torch.bfloat16 if args.amp == "bf16" else None
-    trainer = CachedTrainer(model.decoder, dataset, args.batch, amp_dtype=amp)
+    model = new_model(config, len(vocab))
+    trainer = CachedTrainer(model.decoder, dataset, args.batch, amp=args.amp)
     steps = math.ceil(len(dataset) / args.batch) if args.epoch else args.steps
     t = time.perf_counter()
     for _ in range(steps):
@@ -98,7 +97,7 @@ def cmd_beam_fresh(args: argparse.Namespace) -> dict:
     if args.model == "default":
         dm = default_model(Path(args.work), sizes)
         decoder, feats = default_features(dm, sizes, Path(args.work), timing=False)
-        max_len = 50 if dm.trained else sizes.decode_max_len
+        max_len = 50  # the CLI's default; the trained model stops at <end>
     else:
         decoder, feats = without_end(recipe_decoder(sizes), end_id=2), recipe_features(sizes, sizes.decode_images)
         max_len = sizes.decode_max_len

@@ -19,8 +19,12 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 SCORERS = ("additive", "concat", "dot", "scaled_dot", "general", "none")
-#: Validation scores that can select best.pt; "object-F1" needs data.instances (synthetic scenes).
-METRICS = ("CIDEr-D", "BLEU-4", "object-F1")
+#: Validation scores that can select best.pt; the last two need data.instances (synthetic scenes).
+#: The same names as `captioner evaluate`'s JSON keys.
+METRICS = ("CIDEr-D", "BLEU-4", "object_f1", "exact_set_accuracy")
+MENTION_METRICS = ("object_f1", "exact_set_accuracy")
+#: Names that configs and checkpoints written before v0.2 use; read as the new ones.
+RENAMED_METRICS = {"object-F1": "object_f1", "exact-set": "exact_set_accuracy"}
 BACKBONES = ("efficientnet_lite0", "resnet50", "resnet101", "resnet152")
 
 
@@ -102,7 +106,7 @@ class DataConfig:
 class TrainConfig:
     """Optimisation, validation, checkpointing. Defaults: the embedded default model's recipe
     (configs/scenes.toml), except two settings that config makes for its data: alpha_c 0.1 for
-    its short captions and metric "object-F1", which needs scenes instances."""
+    its short captions and metric "object_f1", which needs scenes instances."""
 
     epochs: int = 14
     batch_size: int = 64
@@ -162,8 +166,8 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:
-        if self.train.metric == "object-F1" and not self.data.instances:
-            raise ConfigError("train.metric = 'object-F1' needs data.instances (the scenes' instances.json)")
+        if self.train.metric in MENTION_METRICS and not self.data.instances:
+            raise ConfigError(f"train.metric = {self.train.metric!r} needs data.instances (the scenes' instances.json)")
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         return dataclasses.asdict(self)
@@ -182,7 +186,10 @@ def _coerce(section: str, key: str, value: Any, target: type, source: str) -> An
 
 
 def config_from_dict(raw: Mapping[str, Any], source: str = "config") -> Config:
-    """Build a Config from nested dicts, rejecting unknown sections and keys by name."""
+    """Build a Config from nested dicts, rejecting unknown sections and keys by name.
+
+    A train.metric of an older version (RENAMED_METRICS) is read as its new name, so v0.1
+    configs and checkpoints still load, and resume."""
     parts: dict[str, Any] = {}
     for section, values in raw.items():
         if section not in _SECTIONS:
@@ -196,6 +203,8 @@ def config_from_dict(raw: Mapping[str, Any], source: str = "config") -> Config:
             if key not in types:
                 raise ConfigError(f"{source}: unknown key {section}.{key}")
             kwargs[key] = _coerce(section, key, value, types[key], source)
+        if section == "train" and "metric" in kwargs:  # an old config's or checkpoint's name
+            kwargs["metric"] = RENAMED_METRICS.get(kwargs["metric"], kwargs["metric"])
         try:
             parts[section] = cls(**kwargs)
         except ConfigError as err:
@@ -239,7 +248,3 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
         raw.setdefault(section, {})[key] = value
     return config_from_dict(raw, source)
 
-
-def replace(config: Config, section: str, **changes: Any) -> Config:
-    """A copy of `config` with fields of one section changed (configs are frozen)."""
-    return dataclasses.replace(config, **{section: dataclasses.replace(getattr(config, section), **changes)})

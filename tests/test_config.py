@@ -75,8 +75,27 @@ def test_no_config_means_the_default_models_settings():
     assert defaults.model == scenes.model
     # Two settings are the scenes data's own: its ~10-word captions and its instances file.
     assert (defaults.train.alpha_c, defaults.train.metric) == (1.0, "CIDEr-D")
-    assert (scenes.train.alpha_c, scenes.train.metric) == (0.1, "object-F1") and scenes.data.instances
-    assert replace(defaults.train, alpha_c=0.1, metric="object-F1") == scenes.train
+    assert (scenes.train.alpha_c, scenes.train.metric) == (0.1, "object_f1") and scenes.data.instances
+    assert replace(defaults.train, alpha_c=0.1, metric="object_f1") == scenes.train
+
+
+def test_metric_names_are_evaluates_and_old_names_still_load(tmp_path):
+    """train.metric uses `captioner evaluate`'s names; v0.1's names (in old configs and in the
+    config stored in old checkpoints) are read as the new ones."""
+    from captioner.config import METRICS, config_from_dict
+
+    assert {"object_f1", "exact_set_accuracy"} <= set(METRICS) and "object-F1" not in METRICS
+    instances = "data.instances='instances.json'"
+    for old, new in (("object-F1", "object_f1"), ("exact-set", "exact_set_accuracy")):
+        assert load_config(None, [f"train.metric={old!r}", instances]).train.metric == new
+        path = tmp_path / "old.toml"
+        path.write_text(f'[data]\ninstances = "i.json"\n[train]\nmetric = "{old}"\n')
+        assert load_config(path).train.metric == new
+        assert config_from_dict({"data": {"instances": "i.json"}, "train": {"metric": old}}).train.metric == new
+    with pytest.raises(ConfigError, match="'exact_set_accuracy' needs data.instances"):
+        load_config(None, ["train.metric='exact_set_accuracy'"])
+    with pytest.raises(ConfigError, match="train.metric: 'object-f1' is not one of"):
+        load_config(None, ["train.metric='object-f1'", instances])
 
 
 def test_unreadable_config_files_are_config_errors(tmp_path):

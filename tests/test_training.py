@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import json
+import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -41,6 +43,7 @@ def _val_epochs(out: Path) -> list[int]:
     return [r["epoch"] for r in lines if r["type"] == "val"]
 
 
+@pytest.mark.slow  # a training run
 def test_tiny_training_run_writes_checkpoints_and_logs(scenes, tmp_path, capsys):
     code = main(["train", "--data", str(scenes / "dataset.json"), "--out", str(tmp_path / "run"),
                  "--epochs", "2", "--batch-size", "8", *[a for kv in TINY for a in ("--set", kv)]])
@@ -60,6 +63,7 @@ def test_tiny_training_run_writes_checkpoints_and_logs(scenes, tmp_path, capsys)
     assert best.config.model.grid == 2
 
 
+@pytest.mark.slow  # a training run
 def test_held_out_fraction_when_no_val_split(scenes, tmp_path, capsys):
     cfg = _config(scenes / "captions.json", "train.epochs=1", "train.batch_size=8", "data.val_fraction=0.1")
     summary = train(cfg, tmp_path / "run")
@@ -68,6 +72,7 @@ def test_held_out_fraction_when_no_val_split(scenes, tmp_path, capsys):
     assert "no validation split" in err and "held out" in err
 
 
+@pytest.mark.slow  # training subprocesses
 def test_resume_after_kill_matches_an_uninterrupted_run(scenes, tmp_path):
     args = [sys.executable, "-m", "captioner.cli", "train", "--data", str(scenes / "dataset.json"),
             "--epochs", "3", "--batch-size", "4", "--save-every", "1",
@@ -109,6 +114,7 @@ def test_resume_after_kill_matches_an_uninterrupted_run(scenes, tmp_path):
         assert torch.allclose(after["model"][k], v, atol=1e-6), k
 
 
+@pytest.mark.slow  # a training run
 def test_resume_refuses_a_different_model_or_vocabulary(scenes, tmp_path, capsys):
     out = tmp_path / "run"
     train(_config(scenes / "dataset.json", "train.epochs=1", "train.batch_size=8"), out)
@@ -149,9 +155,12 @@ def test_config_errors_exit_2_with_the_key(scenes, tmp_path, capsys):
 
 
 def test_cache_is_hit_then_rebuilt_when_stale_or_corrupt(scenes, tmp_path, capsys):
-    cfg = _config(scenes / "dataset.json", "train.epochs=0")
-    from captioner.train.loop import cache_features
+    from captioner.train.data import cache_features
 
+    data = tmp_path / "scenes"  # a copy without the caches other tests have built
+    shutil.copytree(scenes, data, ignore=shutil.ignore_patterns(".captioner-cache"))
+    scenes = data
+    cfg = _config(scenes / "dataset.json", "train.epochs=0")
     first = {name: status for name, status, _ in cache_features(cfg)}
     second = {name: (status, path) for name, status, path in cache_features(cfg)}
     assert second["train"][0] == "hit" and second["val"][0] == "hit"
@@ -165,12 +174,13 @@ def test_cache_is_hit_then_rebuilt_when_stale_or_corrupt(scenes, tmp_path, capsy
     os.utime(image, ns=(time.time_ns(), time.time_ns() + 10**9))  # touched: stale
     statuses = [status for _, status, _ in cache_features(cfg)]
     assert any(s.startswith("built (stale") for s in statuses)
-    assert first  # the very first call built both
+    assert first == {"train": "built (missing)", "val": "built (missing)"}  # the very first call built both
     # Another encoder gets its own cache instead of reusing these grids.
     other = {name: status for name, status, _ in cache_features(_config(scenes / "dataset.json", "model.grid=1"))}
     assert other["train"].startswith("built (missing")
 
 
+@pytest.mark.slow  # a training subprocess
 @pytest.mark.parametrize("cached", [True, False])
 def test_corrupt_training_image_is_skipped_and_counted(tmp_path, capsys, cached):
     data = tmp_path / "scenes"
@@ -203,6 +213,7 @@ def test_mostly_missing_images_fail_early(tmp_path, capsys):
     assert code == 2 and "missing" in err and "Traceback" not in err
 
 
+@pytest.mark.slow  # torchrun
 def test_ddp_two_processes_on_cpu(scenes, tmp_path):
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -225,6 +236,7 @@ def test_ddp_two_processes_on_cpu(scenes, tmp_path):
     assert ckpt["step"] == 2 * ((single.steps + 1) // 2)
 
 
+@pytest.mark.slow  # a training run
 def test_bf16_autocast_and_label_smoothing_on_cpu(scenes, tmp_path):
     cfg = _config(scenes / "dataset.json", "train.epochs=1", "train.batch_size=8", "train.amp='bf16'",
                   "train.label_smoothing=0.1", "train.feature_cache=false")
@@ -232,7 +244,7 @@ def test_bf16_autocast_and_label_smoothing_on_cpu(scenes, tmp_path):
     assert summary.epochs_completed == 1
     losses = [json.loads(x)["loss"] for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
               if '"train"' in x]
-    assert losses and all(loss == loss and loss > 0 for loss in losses)  # finite, not NaN
+    assert losses and all(math.isfinite(loss) and loss > 0 for loss in losses)
 
 
 def test_fp16_needs_cuda(scenes, tmp_path, capsys):
@@ -241,28 +253,29 @@ def test_fp16_needs_cuda(scenes, tmp_path, capsys):
     assert code == 2 and "fp16 needs a CUDA device" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # a training run
 def test_object_f1_selects_best_pt_on_scenes(scenes, tmp_path):
-    """train.metric = "object-F1" scores the val captions' "<color> <shape>" mentions against the
+    """train.metric = "object_f1" scores the val captions' "<color> <shape>" mentions against the
     scenes' instances and picks best.pt by it."""
     out = tmp_path / "run"
-    cfg = _config(scenes / "dataset.json", "train.epochs=2", "train.batch_size=8", "train.metric=\"object-F1\"",
+    cfg = _config(scenes / "dataset.json", "train.epochs=2", "train.batch_size=8", "train.metric=\"object_f1\"",
                   f"data.instances={json.dumps(str(scenes / 'instances.json'))}")
     train(cfg, out)
     vals = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if '"val"' in x]
     assert [v["epoch"] for v in vals] == [1, 2]
     for v in vals:
-        assert 0.0 <= v["object-F1"] <= 1.0 and 0.0 <= v["exact-set"] <= 1.0
-    best = max(vals, key=lambda v: v["object-F1"])  # first of equals: only an improvement counts
-    assert vals[-1]["best"] == best["object-F1"] and vals[-1]["best_epoch"] == best["epoch"]
+        assert 0.0 <= v["object_f1"] <= 1.0 and 0.0 <= v["exact_set_accuracy"] <= 1.0
+    best = max(vals, key=lambda v: v["object_f1"])  # first of equals: only an improvement counts
+    assert vals[-1]["best"] == best["object_f1"] and vals[-1]["best_epoch"] == best["epoch"]
     assert torch.load(out / "best.pt", weights_only=True)["epoch"] == best["epoch"]
 
 
 def test_val_image_ids_match_the_instances(scenes):
     """Validation keys captions by ImageRecord.image_id; the scenes' own reference captions then
     score perfectly against data.instances, so ids line up (a shift would score near 0)."""
-    from captioner.data.datasets import load_records
+    from captioner.data.annotations import load_records
     from captioner.scoring.mentions import mention_scores
-    from captioner.train.loop import load_val_objects
+    from captioner.train.data import load_val_objects
 
     objects = load_val_objects(_config(scenes / "dataset.json", f"data.instances={json.dumps(str(scenes / 'instances.json'))}"))
     records = load_records(scenes / "dataset.json")
@@ -272,13 +285,13 @@ def test_val_image_ids_match_the_instances(scenes):
 
 def test_object_f1_needs_a_scenes_instances_file(scenes, tmp_path):
     with pytest.raises(ConfigError, match="needs data.instances"):
-        _config(scenes / "dataset.json", "train.metric=\"object-F1\"")
+        _config(scenes / "dataset.json", "train.metric=\"object_f1\"")
     coco_like = tmp_path / "instances.json"
     data = json.loads((scenes / "instances.json").read_text())
     for a in data["annotations"]:
         del a["color"]
     coco_like.write_text(json.dumps(data))
-    cfg = _config(scenes / "dataset.json", "train.epochs=1", "train.metric=\"object-F1\"",
+    cfg = _config(scenes / "dataset.json", "train.epochs=1", "train.metric=\"object_f1\"",
                   f"data.instances={json.dumps(str(coco_like))}")
     with pytest.raises(ConfigError, match="instances.json has no 'color'"):
         train(cfg, tmp_path / "run")
@@ -328,9 +341,114 @@ def test_unavailable_device_and_unwritable_cache_are_clear_errors(scenes, tmp_pa
     def read_only(*_args, **_kwargs):
         raise OSError(errno.EROFS, "Read-only file system", str(scenes / ".captioner-cache"))
 
-    monkeypatch.setattr("captioner.train.loop.open_or_build", read_only)
+    monkeypatch.setattr("captioner.train.data.open_or_build", read_only)
     code = main(["train", "--data", str(scenes / "dataset.json"), "--out", str(tmp_path / "run"),
                  *[a for kv in TINY for a in ("--set", kv)]])
     err = capsys.readouterr().err
     assert code == 2 and "cannot write the feature cache (Read-only file system)" in err
     assert "train.feature_cache=false" in err
+
+
+# ----------------------------------------------------------------------------- the one training step
+def _step_parts(**train: object):
+    """A tiny decoder on cached-grid-shaped features (B, P, E), its Optimization and a batch."""
+    from captioner.checkpoint import new_model
+    from captioner.config import ModelConfig, TrainConfig
+    from captioner.data.datasets import CaptionBatch
+    from captioner.features.encoder import encoder_dim
+    from captioner.train.optim import make_optimization, param_groups
+
+    torch.manual_seed(0)
+    mcfg = ModelConfig(image_size=64, grid=2, embed_dim=8, attention_dim=8, hidden_dim=8, dropout=0.0,
+                       pretrained="none")
+    model = new_model(mcfg, 12, pretrained=False)
+    tcfg = TrainConfig(**train)
+    opt = make_optimization(model.decoder, param_groups(model, tcfg), tcfg, torch.device("cpu"))
+    captions = torch.tensor([[1, 5, 6, 7, 2], [1, 8, 2, 0, 0], [1, 9, 10, 2, 0]])  # (B, T+1)
+    mask = captions != 0
+    batch = CaptionBatch(torch.rand(3, 4, encoder_dim(mcfg)), captions, mask.sum(1), mask, torch.arange(3), [])
+    return model, opt, tcfg, batch
+
+
+def test_train_step_is_the_configured_loss_with_clipping():
+    from captioner.scoring.losses import doubly_stochastic_penalty, masked_cross_entropy
+    from captioner.train.loop import train_step
+
+    model, opt, cfg, batch = _step_parts(label_smoothing=0.1, alpha_c=0.5, grad_clip=1e-3)
+    targets, mask = batch.captions[:, 1:], batch.mask[:, 1:]
+    with torch.no_grad():  # dropout 0: the step's forward pass gives the same outputs
+        pred = model.decoder(batch.images, batch.captions)
+    ce = masked_cross_entropy(pred.logits, targets, mask, 0.1)
+    att = doubly_stochastic_penalty(pred.alphas, mask, 0.5)
+    before = [p.detach().clone() for p in opt.params]
+
+    out = train_step(opt, batch, config=cfg)
+    assert torch.allclose(out.ce, ce) and torch.allclose(out.att, att) and torch.allclose(out.loss, ce + att)
+    assert not torch.allclose(out.ce, masked_cross_entropy(pred.logits, targets, mask))  # smoothing is on
+    assert att > 0 and torch.allclose(att, 0.5 * doubly_stochastic_penalty(pred.alphas, mask, 1.0))
+    grads = torch.cat([p.grad.flatten() for p in opt.params])
+    assert grads.norm() <= 1e-3 * (1 + 1e-4)  # clipped to train.grad_clip
+    assert all(not torch.equal(b, p) for b, p in zip(before, opt.params) if p.grad.abs().sum() > 0)
+
+
+def test_train_step_autocasts_to_bf16():
+    from captioner.train.loop import train_step
+
+    model, opt, cfg, batch = _step_parts(amp="bf16")
+    dtypes = []
+    model.decoder.L_o.register_forward_hook(lambda _m, _i, out: dtypes.append(out.dtype))
+    out = train_step(opt, batch, config=cfg)
+    assert dtypes and set(dtypes) == {torch.bfloat16} and math.isfinite(out.loss.item())
+    assert opt.amp_dtype is torch.bfloat16 and not opt.scaler.is_enabled()  # the scaler is for CUDA fp16
+
+
+# ----------------------------------------------------------------------------- checkpoints of v0.1
+V0_1_LAST = ROOT / "tests" / "fixtures" / "v0_1_last.pt"  # 1 epoch, 10 steps of the 20 scenes below
+
+
+def test_a_v0_1_last_pt_restores_its_training_state():
+    from captioner.config import config_from_dict
+    from captioner.train.optim import make_optimization, param_groups
+    from captioner.train.resume import TrainState, check_resumable, restore, resumed_model
+    from captioner.words.vocab import Vocab
+
+    ckpt = load_checkpoint(V0_1_LAST)
+    config = config_from_dict(ckpt["config"])
+    assert ckpt["config"]["train"]["metric"] == "object-F1" and config.train.metric == "object_f1"
+    check_resumable(ckpt, config, Vocab(ckpt["vocab"]), V0_1_LAST)
+    model = resumed_model(ckpt, str(V0_1_LAST))
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in ckpt["model"].items())
+    opt = make_optimization(model.decoder, param_groups(model, config.train), config.train, torch.device("cpu"))
+    torch.manual_seed(123)
+    state = restore(ckpt, opt)
+    assert state == TrainState(epoch=1, step=10, batch_in_epoch=0, best_score=0.0, best_epoch=1, bad_epochs=0)
+    assert torch.equal(torch.get_rng_state(), ckpt["rng"]["torch"])
+    restored = opt.optimizer.state_dict()["state"]
+    assert restored.keys() == ckpt["optimizer"]["state"].keys() and int(restored[0]["step"]) == 10
+    for i, entry in ckpt["optimizer"]["state"].items():
+        assert all(torch.equal(restored[i][k], v) for k, v in entry.items())
+    assert opt.scheduler.state_dict() == ckpt["scheduler"]
+
+
+@pytest.mark.slow
+def test_a_v0_1_last_pt_resumes_on_fresh_scenes(tmp_path, capsys):
+    data = tmp_path / "scenes"
+    generate_scenes(data, 20, seed=3, size=64)  # what it was trained on: the same vocabulary
+    out = tmp_path / "run"
+    out.mkdir()
+    shutil.copy(V0_1_LAST, out / "last.pt")
+    sets = ["model.image_size=64", "model.grid=2", "model.embed_dim=8", "model.attention_dim=8",
+            "model.hidden_dim=8", "data.min_word_freq=1", "train.val_beam_size=1", "train.val_max_len=6",
+            f"data.instances={json.dumps(str(data / 'instances.json'))}", "train.metric='object-F1'"]  # the old name
+    code = main(["train", "--data", str(data / "dataset.json"), "--out", str(out), "--resume", "--epochs", "2",
+                 "--batch-size", "8", "--device", "cpu", *[a for kv in sets for a in ("--set", kv)]])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "1 epochs and 10 steps done; continuing at the start of epoch 2" in captured.err
+    assert "epoch 2: BLEU-4" in captured.err and "(object_f1 best" in captured.err
+    summary = json.loads(captured.out.splitlines()[-1])
+    assert summary["epochs"] == 2 and summary["steps"] == 20 and "best_object_f1" in summary
+    assert _val_epochs(out) == [2]
+    after = load_checkpoint(out / "last.pt")
+    assert (after["epoch"], after["step"], int(after["optimizer"]["state"][0]["step"])) == (2, 20, 20)
+    assert after["config"]["train"]["metric"] == after["metric"] == "object_f1"

@@ -1,1 +1,3 @@
-"""Training: the loop, validation, resume and distributed set-up."""
+"""Training, in stages: `data` (splits, feature caches), `optim` (optimizer, scheduler, scaler),
+`loop` (`train`, `train_one_epoch`, `train_step`, `evaluate`), `resume` (what last.pt holds and
+how a run continues from it) and `distributed` (ranks under torchrun)."""

@@ -1,0 +1,139 @@
+"""What `last.pt` and `best.pt` hold beyond the model, and how a run continues from `last.pt`.
+
+`last.pt` records the epoch, the global step and how many batches of the current epoch are
+done. Each epoch's sample order is a permutation seeded by (seed, epoch), so `--resume`
+continues at exactly the next batch of the interrupted epoch, with the RNG states of the moment
+the checkpoint was written; finished epochs are never redone. The weights go through the one
+checkpoint loader (`captioner.checkpoint.build_model`), as for every other reader.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from captioner.checkpoint import CheckpointError, build_model, load_checkpoint, save_checkpoint
+from captioner.config import Config, config_from_dict
+from captioner.model.caption_model import CaptionModel
+from captioner.train.optim import Optimization
+from captioner.words.vocab import Vocab
+
+#: What `train` writes into last.pt beyond the model, and resuming needs.
+TRAINING_STATE = ("optimizer", "scheduler", "scaler", "epoch", "step", "train_state", "rng")
+
+
+@dataclass(frozen=True)
+class TrainState:
+    """Where a run is: counters and the early-stopping record. `epoch` is epochs completed."""
+
+    epoch: int = 0
+    step: int = 0
+    batch_in_epoch: int = 0  # batches of epoch `epoch + 1` done
+    best_score: float = float("-inf")
+    best_epoch: int = 0
+    bad_epochs: int = 0  # epochs in a row without improvement
+
+    def train_state(self) -> dict[str, float | int]:
+        """The checkpoint's `train_state` entry (epoch and step are top-level keys)."""
+        return {k: v for k, v in asdict(self).items() if k not in ("epoch", "step")}
+
+    @classmethod
+    def from_checkpoint(cls, ckpt: dict[str, Any]) -> TrainState:
+        ts = ckpt["train_state"]
+        return cls(epoch=int(ckpt["epoch"]), step=int(ckpt["step"]), batch_in_epoch=int(ts["batch_in_epoch"]),
+                   best_score=float(ts["best_score"]), best_epoch=int(ts["best_epoch"]),
+                   bad_epochs=int(ts["bad_epochs"]))
+
+
+# ----------------------------------------------------------------------------- RNG
+def seed_all(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict[str, Any]:
+    """Python's, NumPy's and torch's (CPU and CUDA) generator states, as tensors and plain values
+    (so the checkpoint loads with `weights_only=True`)."""
+    np_state = np.random.get_state()
+    py_version, py_state, py_gauss = random.getstate()
+    state = {"torch": torch.get_rng_state(), "python": list(py_state), "python_version": py_version,
+             "python_gauss": py_gauss, "numpy": torch.from_numpy(np_state[1].astype(np.int64)),
+             "numpy_pos": int(np_state[2])}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate((state["python_version"], tuple(state["python"]), state["python_gauss"]))
+    np.random.set_state(("MT19937", state["numpy"].numpy().astype(np.uint32), state["numpy_pos"], 0, 0.0))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# ----------------------------------------------------------------------------- save
+def save_training_checkpoint(path: Path, *, model: CaptionModel, config: Config, vocab: Vocab,
+                             opt: Optimization, state: TrainState, **extra: Any) -> Path:
+    """last.pt or best.pt: the model checkpoint plus everything `restore` needs, and the
+    current RNG states (so call it at the moment the run should continue from)."""
+    return save_checkpoint(path, model=model, config=config, vocab=vocab, epoch=state.epoch, step=state.step,
+                           optimizer=opt.optimizer.state_dict(), scheduler=opt.scheduler.state_dict(),
+                           scaler=opt.scaler.state_dict(), rng=rng_state(), train_state=state.train_state(),
+                           metric=config.train.metric, **extra)
+
+
+# ----------------------------------------------------------------------------- resume
+def load_resumable(path: Path, config: Config, vocab: Vocab) -> dict[str, Any]:
+    """`path` (an output folder's last.pt) read and checked by `check_resumable`."""
+    if not path.is_file():
+        raise CheckpointError(f"{path}: nothing to resume (no last.pt in {path.parent})")
+    ckpt = load_checkpoint(path)
+    check_resumable(ckpt, config, vocab, path)
+    return ckpt
+
+
+def check_resumable(ckpt: dict[str, Any], config: Config, vocab: Vocab, path: Path) -> None:
+    """Refuse a checkpoint without training state, or whose model config, vocabulary or
+    (stopped mid-epoch) batch size differs from this run's."""
+    missing = [k for k in TRAINING_STATE if k not in ckpt]
+    if missing:
+        raise CheckpointError(f"{path}: cannot resume, it has no training state ({', '.join(missing)} missing); "
+                              f"an exported model is not a training checkpoint")
+    old = config_from_dict(ckpt["config"], str(path))
+    if old.model != config.model:
+        diffs = [f"{k}: {getattr(old.model, k)!r} -> {getattr(config.model, k)!r}"
+                 for k in old.model.__dataclass_fields__ if getattr(old.model, k) != getattr(config.model, k)]
+        raise CheckpointError(f"{path}: cannot resume, the model config differs ({'; '.join(diffs)})")
+    if ckpt["vocab"] != vocab.to_list():
+        raise CheckpointError(f"{path}: cannot resume, the vocabulary differs from this data's "
+                              f"({len(ckpt['vocab'])} vs {len(vocab)} words); use the same data and min_word_freq")
+    stopped_at = int(ckpt["train_state"]["batch_in_epoch"])
+    if stopped_at and old.train.batch_size != config.train.batch_size:
+        raise CheckpointError(f"{path}: cannot resume with train.batch_size {config.train.batch_size}: the run "
+                              f"stopped after batch {stopped_at} of epoch {int(ckpt['epoch']) + 1} at batch size "
+                              f"{old.train.batch_size}, so its place in the epoch would be lost; resume with "
+                              f"--batch-size {old.train.batch_size}")
+
+
+def resumed_model(ckpt: dict[str, Any], source: str) -> CaptionModel:
+    """The checkpoint's model, through the one loader (strict: every stored weight must fit)."""
+    return build_model(ckpt, source).model
+
+
+def restore(ckpt: dict[str, Any], opt: Optimization) -> TrainState:
+    """Load optimizer, scheduler, scaler and RNG states from `ckpt`; the run's position in it.
+
+    Call it last, after everything that draws random numbers while a run is set up (the
+    model's initialisation), so the run continues with the checkpoint's RNG states.
+    """
+    opt.optimizer.load_state_dict(ckpt["optimizer"])
+    opt.scheduler.load_state_dict(ckpt["scheduler"])
+    opt.scaler.load_state_dict(ckpt["scaler"])
+    set_rng_state(ckpt["rng"])
+    return TrainState.from_checkpoint(ckpt)
