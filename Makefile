@@ -1,4 +1,6 @@
 # Two commands do everything on a fresh machine: `make demo` and `make test`.
+# `make test-fast` is the edit loop: the suite without its `slow` tests (no training
+# subprocesses, browser, JVM or notebook kernel); `make test` runs everything, as CI does.
 # Both create .venv when it is missing and reinstall only when pyproject.toml changes.
 PYTHON ?= python3
 VENV := .venv
@@ -6,7 +8,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: demo test bench venv browser default-model model-card clean
+.PHONY: demo test test-fast bench venv browser java default-model model-card clean
 
 venv: $(STAMP)
 
@@ -22,13 +24,24 @@ browser:
 	@test -x $(CHROMIUM) || { (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null) \
 		|| echo "warning: could not install chromium; the HTML overlay browser test will not run"; }
 
+# A JRE for METEOR and the PTB tokenizer, which pycocoevalcap runs as jars (Debian package; needs
+# root, as in CI). The man1 folder: the JRE's postinst links a man page there, and slim images
+# lack it.
+java:
+	@command -v java >/dev/null || { { test "$$(id -u)" -eq 0 && mkdir -p /usr/share/man/man1 && apt-get update -qq \
+		&& DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends default-jre-headless >/dev/null; } \
+		|| echo "warning: no java, and default-jre-headless could not be installed (needs root); the METEOR and PTB tokenizer tests will skip, or fail under CAPTIONER_REQUIRE_JAVA"; }
+
 demo: venv
 	$(VENV)/bin/captioner caption data/examples --overlay-dir out --gif --html
 	@echo
 	@echo "Overlays written to out/: one panel PNG, GIF and HTML page per image (open out/*.html in a browser)."
 
-test: venv browser
+test: venv browser java
 	$(PY) -m pytest
+
+test-fast: venv
+	$(PY) -m pytest -m "not slow"
 
 bench: venv
 	$(PY) bench/run.py

@@ -21,8 +21,6 @@ def caption_rss(dm: DefaultModel, images: list[Path], batch_size: int | None) ->
     cmd = captioner_cmd() + ["caption", str(images[0].parent)]
     if batch_size:
         cmd += ["--batch-size", str(batch_size)]
-    if not dm.trained:
-        cmd += ["--checkpoint", str(dm.checkpoint)]
     res = run_child(cmd)
     if len(res.stdout.splitlines()) != len(images):
         raise RuntimeError(f"expected {len(images)} captions, got:\n{res.stdout}")

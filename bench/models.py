@@ -2,8 +2,7 @@
 
 - the popular recipe's model: ResNet-101 (random weights) at 448 px, 14 x 14 grid, 512/512/512,
   vocabulary 10,000;
-- the embedded default model (`captioner.DEFAULT_CHECKPOINT`), or, while it does not exist
-  yet, an untrained model of the same configuration with the scenes' 39-word vocabulary;
+- the embedded default model (`captioner.DEFAULT_CHECKPOINT`), with its 39-word vocabulary;
 - random captions of a fixed number of words (random ids are what the issue allows).
 """
 from __future__ import annotations
@@ -15,16 +14,10 @@ import numpy as np
 import torch
 
 from captioner.config import Config, ModelConfig, load_config
-from captioner.data.datasets import ImageRecord
+from captioner.data.annotations import ImageRecord
 from captioner.words.vocab import SPECIALS, Vocab
 
 from common import REPO
-
-# The vocabulary `Vocab.build` gives the scenes dataset (min frequency 5): the stand-in's.
-SCENES_WORDS = ("a", "and", "small", "large", "square", "circle", "star", "triangle", "cross",
-                "orange", "purple", "blue", "an", "yellow", "green", "red", "with", "image", "of",
-                "is", "to", "scene", "shows", "this", "there", "picture", "left", "background",
-                "on", "plain", "right", "from", "the", "above", "below")
 
 
 @dataclass(frozen=True)
@@ -103,36 +96,29 @@ class DefaultModel:
     """The checkpoint the CLI and API load, and how to label figures measured on it."""
 
     checkpoint: Path
-    trained: bool
-
-    @property
-    def label(self) -> str:
-        return "default model" if self.trained else "untrained stand-in for the default model (default.pt absent)"
+    label: str = "default model"
 
 
 def default_model(work: Path, sizes: Sizes) -> DefaultModel:
-    """captioner/assets/default.pt, or a stand-in written to `work` the way `export --half` writes it.
+    """captioner/assets/default.pt, the model `captioner caption` uses without --checkpoint.
 
-    The stand-in has the scenes config and vocabulary, and its <end> logit is pushed down, so an
-    untrained model does not stop after a word or two: its captions always run to max_len.
+    `work` and `sizes` are unused: every section, at full size and `--quick`, measures the
+    shipped model itself.
     """
     import captioner
-    from captioner.checkpoint import save_checkpoint
-    from captioner.model.caption_model import CaptionModel
 
-    if captioner.DEFAULT_CHECKPOINT.is_file():
-        return DefaultModel(captioner.DEFAULT_CHECKPOINT, True)
-    path = work / "standin-default.pt"
-    if not path.is_file():
-        config = default_config()
-        vocab = Vocab([*SPECIALS, *SCENES_WORDS])
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(0)
-            model = CaptionModel(config=config.model, vocab_size=len(vocab))
-        with torch.no_grad():
-            model.decoder.L_o.bias[vocab.end_id] = -20.0
-        save_checkpoint(path, model=model, config=config, vocab=vocab, epoch=0, step=0, half=True)
-    return DefaultModel(path, False)
+    if not captioner.DEFAULT_CHECKPOINT.is_file():
+        raise FileNotFoundError(f"{captioner.DEFAULT_CHECKPOINT}: the default model is missing from "
+                                "this install (it ships in the package; `make default-model` rebuilds it)")
+    return DefaultModel(captioner.DEFAULT_CHECKPOINT)
+
+
+def default_vocab() -> Vocab:
+    """The default model's vocabulary, read from its checkpoint (V = 39)."""
+    import captioner
+    from captioner.checkpoint import load_checkpoint
+
+    return Vocab(load_checkpoint(captioner.DEFAULT_CHECKPOINT)["vocab"])
 
 
 def without_end(decoder: torch.nn.Module, end_id: int) -> torch.nn.Module:

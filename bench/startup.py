@@ -45,7 +45,7 @@ def import_profile(args: list[str], top: int = 8) -> list[dict]:
 
 
 def run(dm: DefaultModel, image: Path, repeats: int, warmup: int = 1) -> tuple[list[Figure], dict]:
-    args = ["caption", str(image)] + ([] if dm.trained else ["--checkpoint", str(dm.checkpoint)])
+    args = ["caption", str(image)]
     cmd = captioner_cmd() + args
     for _ in range(warmup):  # untimed: fills the OS file cache
         _time_to_caption(cmd)

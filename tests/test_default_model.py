@@ -27,6 +27,7 @@ def test_ships_inside_the_package_and_loads_with_weights_only():
     assert ckpt["config"]["model"]["grid"] == 14 and ckpt["config"]["model"]["backbone"] == "efficientnet_lite0"
 
 
+@pytest.mark.slow  # 40 scenes through the 448 px default model
 def test_names_the_objects_of_fresh_scenes(cap, tmp_path):
     # Seed 99 is never used for training data (training uses seed 1).
     summary = generate_scenes(tmp_path, 40, seed=99)
