@@ -138,7 +138,7 @@ def run(sizes: Sizes, work: Path) -> tuple[list[Figure], list[dict]]:
         res = run_child(worker_cmd("cached-train", "--model", "recipe", "--batch", str(B), "--steps", "3",
                                    "--amp", amp, "--work", str(work), *(["--quick"] if sizes.quick else [])))
         figs.append(Figure(f"train.b_peak_rss_{'fp32' if amp == 'none' else 'bf16'}", res.peak_rss_mb, "MB",
-                           note=f"fresh process: CaptionModel (ResNet-101 included) + 3 cached steps"))
+                           note="fresh process: CaptionModel (ResNet-101 included) + 3 cached steps"))
 
     # Step time against batch size, (b) fp32.
     rows = []

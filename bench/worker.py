@@ -69,7 +69,6 @@ def cmd_startup_phases(args: argparse.Namespace) -> dict:
     t = time.perf_counter()
     x = cap.preprocess(load_image(args.image)).unsqueeze(0)
     phases["load + preprocess image"] = time.perf_counter() - t
-    import torch
     t = time.perf_counter()
     with torch.inference_mode():
         feats = cap.model.encode(x)
