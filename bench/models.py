@@ -48,6 +48,12 @@ class Sizes:
     scale_batches: tuple[int, ...] = (8, 16, 32, 64)
     scale_steps: int = 2
     profile_rounds: int = 3
+    e2e_images: int = 32  # file -> caption, the default model
+    e2e_resnet_images: int = 8  # the ResNet-101 recipe (about a second per image per pass)
+    e2e_max_len: int = 50  # the recipe's caption length (its <end> is disabled)
+    e2e_folder_images: int = 256  # `captioner caption DIR`
+    e2e_cache_images: int = 64  # feature-cache build
+    e2e_rounds: int = 2
 
     @classmethod
     def full(cls) -> "Sizes":
@@ -59,7 +65,8 @@ class Sizes:
                    cached_per_round=1, cache_images=16, decode_images=3, decode_max_len=4,
                    decode_repeats=1, cold_repeats=1, memory_images=(64, 128), memory_grid=2,
                    memory_words=5, memory_batch=8, scale_lengths=(2, 4), scale_beams=(1, 2),
-                   scale_batches=(2, 4), scale_steps=1, profile_rounds=1)
+                   scale_batches=(2, 4), scale_steps=1, profile_rounds=1, e2e_images=3, e2e_resnet_images=2,
+                   e2e_max_len=4, e2e_folder_images=4, e2e_cache_images=3, e2e_rounds=1)
 
 
 def recipe_config(sizes: Sizes, finetune_blocks: int = 0) -> ModelConfig:

@@ -17,14 +17,12 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from captioner.config import Config
+from captioner.features.encoder import default_encode_chunk, encode, fuse_batchnorm
 from captioner.image.loading import ImageLoadError, load_image
 from captioner.image.preprocess import Preprocess, preprocess_for
 from captioner.model.caption_model import CaptionModel
 from captioner.words.search import beam_search
 from captioner.words.vocab import Vocab
-
-#: Images per CNN call on a CPU (bench/ measures it); on a GPU the whole batch goes at once.
-ENCODE_CHUNK_CPU = 4
 
 ImageInput = str | os.PathLike | Image.Image
 
@@ -58,13 +56,6 @@ class CaptionedBatch(NamedTuple):
     skipped: list[str]  # one error line per item of the batch that could not be loaded
 
 
-def encode(model: CaptionModel, images: torch.Tensor, *, chunk: int | None = None) -> torch.Tensor:
-    """(B, 3, S, S) -> (B, P, E), `chunk` images per CNN call (None: all at once)."""
-    if chunk is None or chunk >= len(images):
-        return model.encode(images)
-    return torch.cat([model.encode(part) for part in images.split(chunk)])  # (B, P, E)
-
-
 def decode(model: CaptionModel, vocab: Vocab, features: torch.Tensor, options: SearchOptions) -> list[Caption]:
     """features (B, P, E) -> the best beam-search caption of each image, with its maps."""
     G = model.config.grid
@@ -77,10 +68,6 @@ def decode(model: CaptionModel, vocab: Vocab, features: torch.Tensor, options: S
         alphas = best.alphas.numpy().reshape(len(best.tokens), G, G)  # (T, G, G)
         out.append(Caption(" ".join(words), words, best.score, alphas))
     return out
-
-
-def default_encode_chunk(device: torch.device) -> int | None:
-    return ENCODE_CHUNK_CPU if device.type == "cpu" else None
 
 
 def caption_batches(model: CaptionModel, vocab: Vocab, batches: Iterable[Any], *, options: SearchOptions,
@@ -101,7 +88,7 @@ def caption_batches(model: CaptionModel, vocab: Vocab, batches: Iterable[Any], *
             if index:
                 with torch.inference_mode():
                     x = batch.images.to(device)
-                    features = x if from_features else encode(model, x, chunk=encode_chunk)  # (B, P, E)
+                    features = x if from_features else encode(model.encoder, x, chunk=encode_chunk)  # (B, P, E)
                     captions = decode(model, vocab, features, options)
             yield CaptionedBatch(index, captions, list(batch.skipped))
     finally:
@@ -155,14 +142,20 @@ class Captioner:
     """A model, its vocabulary and its preprocessing, on one device."""
 
     def __init__(self, model: CaptionModel, vocab: Vocab, config: Config, device: torch.device, *,
-                 checkpoint_info: dict[str, Any] | None = None, encode_chunk: int | None = None) -> None:
+                 checkpoint_info: dict[str, Any] | None = None, encode_chunk: int | None = None,
+                 fuse: bool = True) -> None:
+        """Takes over `model` for inference: with `fuse`, its encoder's BatchNorms are folded
+        into the convs (the same function, one op less per layer)."""
+        if fuse:
+            model.encoder = fuse_batchnorm(model.encoder)
         self.model = model.to(device).eval()
         self.vocab = vocab
         self.config = config
         self.device = device
         self.checkpoint_info = dict(checkpoint_info or {})
         self.preprocess: Preprocess = preprocess_for(config.model)
-        self.encode_chunk = encode_chunk if encode_chunk is not None else default_encode_chunk(device)
+        self.encode_chunk = (encode_chunk if encode_chunk is not None
+                             else default_encode_chunk(device, config.model.backbone))
 
     @property
     def grid(self) -> int:

@@ -154,7 +154,8 @@ def test_leftover_temp_files_are_removed(tmp_path):
 
 def test_a_v0_1_checkpoint_loads_and_captions_as_it_did(tmp_path):
     """tests/fixtures/v0_1_last.pt is a last.pt written by captioner 0.1 (flat modules) from a
-    tiny run; its captions of data/examples were recorded then, with beam 2."""
+    tiny run; its captions of data/examples were recorded then, with beam 2. Scores may move in
+    float rounding only: captioning now folds the encoder's BatchNorms into its convs."""
     import json
     from pathlib import Path
 
@@ -168,4 +169,4 @@ def test_a_v0_1_checkpoint_loads_and_captions_as_it_did(tmp_path):
     got = cap.caption([examples / n for n in names], beam_size=2)
     for name, caption in zip(names, got):
         assert caption.tokens == expected[name]["tokens"], name
-        assert abs(caption.score - expected[name]["score"]) < 1e-4, name
+        assert abs(caption.score - expected[name]["score"]) < 1e-3, name  # sums of up to 50 log-probs

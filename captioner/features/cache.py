@@ -27,7 +27,7 @@ from captioner.atomic import atomic_path, remove_leftover_temps
 from captioner.config import ModelConfig
 from captioner.data.annotations import ImageRecord
 from captioner.data.datasets import EvalDataset, ImageSource, collate_eval
-from captioner.features.encoder import Encoder, encoder_dim
+from captioner.features.encoder import Encoder, default_encode_chunk, encode, encoder_dim, fuse_batchnorm
 from captioner.image.preprocess import preprocess_for
 from captioner.image.loading import ImageLoadError
 
@@ -177,13 +177,15 @@ def write_cache(data_path: Path, meta_path: Path, key: CacheKey, records: Sequen
     return FeatureCache(data_path, meta)
 
 
-def _encoded(loader: DataLoader, encoder: Encoder, device: torch.device) -> Iterator[CacheRows]:
-    encoder = encoder.to(device).eval()
+def _encoded(loader: DataLoader, encoder: Encoder, device: torch.device, chunk: int | None) -> Iterator[CacheRows]:
+    """The frozen encoder's grids, batch by batch: BatchNorms folded, `chunk` images per call."""
+    encoder = fuse_batchnorm(encoder).to(device)
     for batch in loader:
         rows = np.zeros((0,), dtype=np.float16)
         if len(batch.index):
             with torch.inference_mode():
-                rows = encoder(batch.images.to(device)).float().cpu().numpy().astype(np.float16)  # (B, P, E)
+                grids = encode(encoder, batch.images.to(device), chunk=chunk)  # (B, P, E)
+                rows = grids.float().cpu().numpy().astype(np.float16)
         yield CacheRows(batch.index.numpy(), rows, list(batch.skipped))
 
 
@@ -195,8 +197,10 @@ def build_cache(data_path: Path, meta_path: Path, key: CacheKey, records: Sequen
     source = ImageSource.from_records(records, preprocess_for(config))
     loader = DataLoader(EvalDataset(records, source), batch_size=batch_size, num_workers=num_workers,
                         collate_fn=collate_eval)
+    chunk = default_encode_chunk(device, config.backbone)
     return write_cache(data_path, meta_path, key, records, regions=config.grid * config.grid,
-                       dim=encoder_dim(config), batches=_encoded(loader, encoder, device), progress=progress)
+                       dim=encoder_dim(config), batches=_encoded(loader, encoder, device, chunk),
+                       progress=progress)
 
 
 def open_or_build(records: Sequence[ImageRecord], config: ModelConfig, encoder: Encoder, cache_dir: Path,

@@ -122,6 +122,18 @@ class EfficientNetLite0(nn.Module):
             stages.append([self._conv_head, self._bn1])
         return stages
 
+    def conv_bn_pairs(self) -> list[tuple[nn.Module, str, str]]:
+        """(parent, conv name, BatchNorm name) for every BatchNorm that follows a conv directly,
+        for folding the BatchNorms into the convs at inference."""
+        pairs: list[tuple[nn.Module, str, str]] = [(self, "_conv_stem", "_bn0")]
+        for block in self._blocks:
+            if block.has_expand:
+                pairs.append((block, "_expand_conv", "_bn0"))
+            pairs += [(block, "_depthwise_conv", "_bn1"), (block, "_project_conv", "_bn2")]
+        if self.has_head:
+            pairs.append((self, "_conv_head", "_bn1"))
+        return pairs
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, S, S) scaled input -> (B, C, S/32, S/32): C = 1280 after the head, else 320."""
         x = F.relu6(self._bn0(self._conv_stem(x)))

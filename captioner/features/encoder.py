@@ -5,9 +5,12 @@ config, because each set of weights was trained with its own input scaling.
 """
 from __future__ import annotations
 
+import copy
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from captioner.config import ModelConfig
 from captioner.features.efficientnet_lite import HEAD_CHANNELS, LAST_BLOCK_CHANNELS, EfficientNetLite0
@@ -29,6 +32,17 @@ def weights_are_offline(config: ModelConfig) -> bool:
     return config.backbone == "efficientnet_lite0" and config.pretrained == "imagenet"
 
 
+#: Images per CNN call on a CPU, by backbone: there a depthwise CNN's time per image rises with
+#: the batch (bench/results.md: e2e.*.encoder_chunk*). On a GPU the whole batch goes at once.
+CPU_ENCODE_CHUNK = {"efficientnet_lite0": 1}
+DEFAULT_CPU_ENCODE_CHUNK = 1
+
+
+def default_encode_chunk(device: torch.device, backbone: str) -> int | None:
+    """Images per CNN call: measured per backbone on a CPU; None (the whole batch) on a GPU."""
+    return CPU_ENCODE_CHUNK.get(backbone, DEFAULT_CPU_ENCODE_CHUNK) if device.type == "cpu" else None
+
+
 class ResNetTrunk(nn.Module):
     """A torchvision ResNet without its pooling and classifier.
 
@@ -44,6 +58,16 @@ class ResNetTrunk(nn.Module):
     def stages(self) -> list[list[nn.Module]]:
         """The trainable units from input to output: stem, then layer1 .. layer4."""
         return [[self.conv1, self.bn1], [self.layer1], [self.layer2], [self.layer3], [self.layer4]]
+
+    def conv_bn_pairs(self) -> list[tuple[nn.Module, str, str]]:
+        """(parent, conv name, BatchNorm name) for every BatchNorm that follows a conv directly."""
+        pairs: list[tuple[nn.Module, str, str]] = [(self, "conv1", "bn1")]
+        for layer in (self.layer1, self.layer2, self.layer3, self.layer4):
+            for block in layer:
+                pairs += [(block, f"conv{i}", f"bn{i}") for i in (1, 2, 3) if hasattr(block, f"conv{i}")]
+                if block.downsample is not None:
+                    pairs.append((block.downsample, "0", "1"))
+        return pairs
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, S, S) -> (B, 2048, S/32, S/32) for ResNet-50/101/152."""
@@ -105,3 +129,24 @@ class Encoder(nn.Module):
         if fmap.shape[-2:] != (self.grid, self.grid):
             fmap = F.adaptive_avg_pool2d(fmap, self.grid)  # (B, E, G, G)
         return fmap.flatten(2).transpose(1, 2)  # (B, P, E)
+
+
+def fuse_batchnorm(encoder: Encoder) -> Encoder:
+    """An inference copy of a frozen encoder with each BatchNorm folded into the conv before it:
+    one op instead of two per layer, the same function up to float rounding (eval statistics).
+    The encoder itself is left as it is, so training never sees the folded copy."""
+    fused = copy.deepcopy(encoder).eval()
+    for parent, conv_name, bn_name in fused.backbone.conv_bn_pairs():
+        conv, bn = getattr(parent, conv_name), getattr(parent, bn_name)
+        folded = fuse_conv_bn_eval(conv, bn).to(memory_format=torch.channels_last)
+        folded.requires_grad_(False)
+        setattr(parent, conv_name, folded)
+        setattr(parent, bn_name, nn.Identity())
+    return fused
+
+
+def encode(encoder: nn.Module, images: torch.Tensor, *, chunk: int | None = None) -> torch.Tensor:
+    """(B, 3, S, S) -> (B, P, E), `chunk` images per CNN call (None: all at once)."""
+    if chunk is None or chunk >= len(images):
+        return encoder(images)
+    return torch.cat([encoder(part) for part in images.split(chunk)])  # (B, P, E)

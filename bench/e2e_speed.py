@@ -1,0 +1,194 @@
+"""End to end, from image file to caption: what a user captioning a folder waits for.
+
+Each measurement runs in a fresh process (`e2e_worker.py`). With `--baseline REV`, the same
+measurements also run against a git worktree of REV, alternating with this tree's, so a
+"faster than before" figure is a ratio of two medians from one run on one machine.
+
+- `e2e.MODEL.beamK.batched`: images/s of one `Captioner.caption(paths)` call for all images;
+  `one_by_one`: one call per image; `batched_over_one_by_one` (target >= 1).
+- `e2e.MODEL.encoder_chunkC`: the CNN alone on preprocessed images, C per call, BatchNorms
+  folded (how captioning runs it); `encoder_fused_over_plain`: the folding's gain at C = 1;
+  `e2e.MODEL.encoder_bound`: the CNN alone at the chunk captioning uses, the bound of the
+  end-to-end figures; `e2e.MODEL.beamK.batched_over_encoder_bound` (target >= 0.85 at K = 3).
+- `e2e.cli_folder`: `captioner caption DIR` on a folder of generated scenes, wall seconds of a
+  fresh process.
+- `e2e.cache_build`: images/s of building the frozen default encoder's feature cache.
+- With a baseline: `*_over_baseline`, this tree's throughput over REV's.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from common import BENCH_DIR, REPO, Figure, judged, log, median
+from decode_speed import scene_images
+from models import DefaultModel, Sizes, numbered_vocab, recipe_config
+
+WORKER = BENCH_DIR / "e2e_worker.py"
+
+
+def baseline_tree(work: Path, rev: str) -> Path:
+    """A git worktree of `rev` in the scratch folder (made once per work folder)."""
+    tree = work / f"baseline-{rev}"
+    if not (tree / "captioner").is_dir():
+        subprocess.run(["git", "worktree", "add", "--detach", "--force", str(tree), rev], cwd=REPO, check=True,
+                       capture_output=True)
+    return tree
+
+
+def worker(tree: Path, *args: str) -> dict[str, list[float]]:
+    """e2e_worker.py with `tree`'s captioner package first on the path."""
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    proc = subprocess.run([sys.executable, str(WORKER), *args], capture_output=True, text=True, cwd=tree,
+                          env=env, timeout=1800)
+    if proc.returncode != 0:
+        raise RuntimeError(f"e2e_worker {' '.join(args[:1])} in {tree} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def alternating(trees: dict[str, Path], rounds: int, *args: str) -> dict[str, dict[str, list[float]]]:
+    """Run the same worker for every tree, round-robin, one fresh process per tree and round."""
+    out: dict[str, dict[str, list[float]]] = {name: {} for name in trees}
+    for _ in range(rounds):
+        for name, tree in trees.items():
+            for key, times in worker(tree, *args, "--rounds", "1").items():
+                out[name].setdefault(key, []).extend(times)
+    return out
+
+
+def recipe_checkpoint(sizes: Sizes, work: Path) -> Path:
+    """The popular recipe's model as a checkpoint: ResNet-101 with random weights (stored, since
+    they cannot be rebuilt offline), V = sizes.vocab, and <end> made unlikely so that every
+    caption runs to max_len, like the tutorial comparison's 51 decoder steps."""
+    from captioner.checkpoint import new_model, save_checkpoint
+    from captioner.config import Config
+
+    path = work / f"recipe-{sizes.image_size}px.pt"
+    if not path.is_file():
+        torch.manual_seed(0)
+        vocab = numbered_vocab(sizes.vocab)
+        model = new_model(recipe_config(sizes), len(vocab), pretrained=False)
+        with torch.no_grad():
+            model.decoder.L_o.bias[vocab.end_id] = -1e4
+        save_checkpoint(path, model=model, config=Config(model=recipe_config(sizes)), vocab=vocab, epoch=0, step=0)
+    return path
+
+
+def caption_figures(model: str, times: dict[str, dict[str, list[float]]], n: int, beams: tuple[int, ...],
+                    bound_s: float, note: str) -> list[Figure]:
+    new = times["new"]
+    figs: list[Figure] = []
+    for k in beams:
+        tb, to = median(new[f"beam{k}.batched"]), median(new[f"beam{k}.one_by_one"])
+        figs += [Figure(f"e2e.{model}.beam{k}.batched", n / tb, "images/s", note=f"{note}; {tb:.2f} s for {n}"),
+                 Figure(f"e2e.{model}.beam{k}.one_by_one", n / to, "images/s", note=f"{to:.2f} s for {n}"),
+                 judged(f"e2e.{model}.beam{k}.batched_over_one_by_one", to / tb, "x", ">=", 1.0,
+                        "same process, interleaved"),
+                 Figure(f"e2e.{model}.beam{k}.batched_over_encoder_bound", bound_s / tb, "x",
+                        note="the CNN alone on preprocessed images over file -> caption")
+                 if k != 3 else
+                 judged(f"e2e.{model}.beam{k}.batched_over_encoder_bound", bound_s / tb, "x", ">=", 0.85,
+                        "the CNN alone on preprocessed images over file -> caption")]
+    return figs
+
+
+def baseline_figures(name: str, times: dict[str, dict[str, list[float]]], key: str, target: float | None,
+                     rev: str) -> list[Figure]:
+    if "baseline" not in times or key not in times["baseline"]:
+        return []
+    t_new, t_old = median(times["new"][key]), median(times["baseline"][key])
+    note = f"{rev}: {t_old:.2f} s, this tree: {t_new:.2f} s (medians, alternating fresh processes)"
+    if target is None:
+        return [Figure(name, t_old / t_new, "x", note=note)]
+    return [judged(name, t_old / t_new, "x", ">=", target, note)]
+
+
+def encoder_figures(model: str, times: dict[str, list[float]], n: int, chunk: int) -> tuple[list[Figure], float]:
+    figs = [Figure(f"e2e.{model}.encoder_chunk{c}", n / median(times[f"fused.chunk{c}"]), "images/s",
+                   note=f"CNN alone, {c} image(s) per call, BatchNorms folded")
+            for c in sorted(int(k.split("chunk")[1]) for k in times if k.startswith("fused."))]
+    bound = median(times[f"fused.chunk{chunk}"])
+    figs += [Figure(f"e2e.{model}.encoder_bound", n / bound, "images/s", note=f"chunk {chunk}, as captioning runs it"),
+             Figure(f"e2e.{model}.encoder_fused_over_plain", median(times["plain.chunk1"]) / median(times["fused.chunk1"]),
+                    "x", note="BatchNorms folded into the convs, at 1 image per call")]
+    return figs, bound
+
+
+def cli_folder_seconds(tree: Path, folder: Path, n: int) -> float:
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    t = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "captioner.cli", "caption", str(folder)], capture_output=True,
+                          text=True, cwd=tree, env=env, timeout=1800)
+    seconds = time.perf_counter() - t
+    if proc.returncode != 0 or len(proc.stdout.splitlines()) != n:
+        raise RuntimeError(f"captioner caption in {tree} failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
+    return seconds
+
+
+def run(sizes: Sizes, dm: DefaultModel, work: Path, baseline: str | None) -> tuple[list[Figure], list[dict]]:
+    from captioner.features.encoder import default_encode_chunk
+
+    trees = {"new": REPO}
+    if baseline:
+        trees["baseline"] = baseline_tree(work, baseline)
+    cpu = torch.device("cpu")
+    figs: list[Figure] = []
+
+    # The default model on generated scenes.
+    paths = [str(p) for p in scene_images(work, sizes.e2e_images)]
+    n = len(paths)
+    log(f"e2e: encoder alone, then file -> caption, default model, {n} images, beams {sizes.beams}")
+    times = {"new": worker(REPO, "encoder", "caption", "--images", *paths, "--beams", *map(str, sizes.beams),
+                           "--rounds", str(sizes.e2e_rounds))}
+    enc_figs, bound = encoder_figures("default", times["new"], n, default_encode_chunk(cpu, "efficientnet_lite0"))
+    figs += enc_figs + caption_figures("default", times, n, sizes.beams, bound,
+                                       "default model, generated scenes, max_len 50")
+    if baseline:
+        log(f"e2e: default model, beam 3, against {baseline}")
+        vs = alternating(trees, sizes.e2e_rounds, "caption", "--images", *paths, "--beams", "3")
+        figs += baseline_figures("e2e.default.beam3.batched_over_baseline", vs, "beam3.batched", 2.0, baseline)
+        figs += baseline_figures("e2e.default.beam3.one_by_one_over_baseline", vs, "beam3.one_by_one", None, baseline)
+
+    # The popular recipe: ResNet-101 at 448 px, V = 10,000, 50 words a caption.
+    ckpt = str(recipe_checkpoint(sizes, work))
+    rpaths = paths[: sizes.e2e_resnet_images]
+    rn, max_len = len(rpaths), str(sizes.e2e_max_len)
+    log(f"e2e: encoder alone, then file -> caption, ResNet-101 recipe, {rn} images, beams {sizes.beams}")
+    rtimes = {"new": worker(REPO, "encoder", "caption", "--checkpoint", ckpt, "--images", *rpaths, "--beams",
+                            *map(str, sizes.beams), "--max-len", max_len, "--rounds", "1")}
+    renc_figs, rbound = encoder_figures("resnet101", rtimes["new"], rn, default_encode_chunk(cpu, "resnet101"))
+    figs += renc_figs + caption_figures("resnet101", rtimes, rn, sizes.beams, rbound,
+                                        f"ResNet-101 recipe (random weights, V={sizes.vocab}), {max_len} words")
+    if baseline:
+        log(f"e2e: ResNet-101 recipe, beam 5, against {baseline}")
+        vs = alternating(trees, 1, "caption", "--checkpoint", ckpt, "--images", *rpaths, "--beams", "5",
+                         "--max-len", max_len)
+        figs += baseline_figures("e2e.resnet101.beam5.batched_over_baseline", vs, "beam5.batched", 1.4, baseline)
+
+    # The CLI on a folder, and the feature cache's build.
+    folder = scene_images(work, sizes.e2e_folder_images)[0].parent
+    nf = sizes.e2e_folder_images
+    wall = {}
+    for name, tree in trees.items():
+        log(f"e2e: captioner caption on a folder of {nf} images ({name})")
+        wall[name] = cli_folder_seconds(tree, folder, nf)
+    figs.append(Figure("e2e.cli_folder", wall["new"], "s",
+                       note=f"`captioner caption DIR`, {nf} scenes, fresh process: {nf / wall['new']:.1f} images/s"))
+    if baseline:
+        figs.append(Figure("e2e.cli_folder_over_baseline", wall["baseline"] / wall["new"], "x",
+                           note=f"{baseline}: {wall['baseline']:.1f} s, this tree: {wall['new']:.1f} s"))
+    cache_paths = paths[: sizes.e2e_cache_images] if sizes.e2e_cache_images <= n else \
+        [str(p) for p in scene_images(work, sizes.e2e_cache_images)]
+    log(f"e2e: feature-cache build, {len(cache_paths)} images")
+    ctimes = alternating(trees, sizes.e2e_rounds, "cache", "--images", *cache_paths)
+    tc = median(ctimes["new"]["cache_build"])
+    figs.append(Figure("e2e.cache_build", len(cache_paths) / tc, "images/s",
+                       note=f"default encoder, {len(cache_paths)} images, batch 64 (configs/scenes.toml)"))
+    figs += baseline_figures("e2e.cache_build_over_baseline", ctimes, "cache_build", 2.0, baseline or "")
+    return figs, []
