@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: demo test test-fast bench venv browser java default-model model-card clean
+.PHONY: demo test test-fast bench serve venv browser java default-model model-card clean
 
 venv: $(STAMP)
 
@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	@# torchvision from the registry brings its matching torch; never the local CPU-only wheel.
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev,serve]'
 	@touch $(STAMP)
 
 # Headless Chromium for the HTML overlay test (Debian package; needs root, as in CI).
@@ -45,6 +45,10 @@ test-fast: venv
 
 bench: venv
 	$(PY) bench/run.py
+
+# The web demo with the embedded model on http://127.0.0.1:8000 (README, "Web demo").
+serve: venv
+	$(VENV)/bin/captioner serve
 
 # Rebuild the embedded default model from scratch (README, "The default model").
 default-model: venv

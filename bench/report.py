@@ -78,6 +78,38 @@ def memory_section(rows: list[dict]) -> list[str]:
     return lines + [""]
 
 
+def serve_section(rows: list[dict]) -> list[str]:
+    runs = [r for r in rows if r.get("table") == "serve"]
+    parts = next((r for r in rows if r.get("table") == "serve_parts"), None)
+    if not runs:
+        return []
+    lines = ["## Web server under load (`captioner serve`)", "",
+             f"{runs[0]['good']} good requests (beam 3) among the mixed good and bad ones, from concurrent "
+             "clients on 127.0.0.1; latency of the good ones, client-side; peak RSS of the server process.", "",
+             "| server | images/s | p50 ms | p95 ms | peak RSS MB | images per model call | failures |",
+             "|---|--:|--:|--:|--:|--:|--:|"]
+    lines += [f"| `{r['config']}` | {r['throughput']:.2f} | {r['p50_ms']:.0f} | {r['p95_ms']:.0f} | "
+              f"{r['peak_rss_mb']:.0f} | {r['mean_batch']:.1f} | {r['failures']} |" for r in runs]
+    if parts:
+        per_image = {r["config"]: 1000 / r["throughput"] for r in runs}  # ms per good image, served
+        one, many = per_image.get("--max-batch 1"), per_image.get("--max-batch 16")
+        lines += ["", f"Batching gain {parts['gain']:.2f}x. Its bound on this CPU: the CNN "
+                  f"({1000 * parts['cnn_s']:.0f} ms per image) runs one image at a time either way, and beam search "
+                  f"takes {1000 * parts['decoder_alone_s']:.0f} ms for one image alone, "
+                  f"{1000 * parts['decoder_batched_s']:.0f} ms per image in a batch of {parts['batch']}: the decoder's "
+                  f"share {parts['share']:.2f} bounds the gain at {parts['bound']:.2f}x, and the parts predict "
+                  f"{parts['predicted']:.2f}x (timed in-process between the runs). The server's whole model call "
+                  f"(`Captioner.caption_tensors`) takes {1000 * parts['call_alone_s']:.0f} ms for one image and "
+                  f"{1000 * parts['call_batched_s']:.0f} ms per image in a batch of {parts['batch']} "
+                  f"({parts['call_gain']:.2f}x)."]
+        if one and many:
+            lines += ["", f"Served, an image took {one:.0f} ms with `--max-batch 1` (1 / throughput) against "
+                      f"{1000 * parts['call_alone_s']:.0f} ms for the model call alone, and {many:.0f} ms batched "
+                      f"against {1000 * parts['call_batched_s']:.0f} ms: what batching gains beyond the bound comes "
+                      "from outside the model's own work (the HTTP side shares the CPU with the model)."]
+    return lines + [""]
+
+
 def ops_table(title: str, ops: list[dict], phases: dict[str, float] | None = None) -> list[str]:
     lines = [f"### {title}", ""]
     if phases:
@@ -107,7 +139,8 @@ def write_results(path: Path, *, figs: Sequence[Figure], rows: list[dict], machi
              f"the suite took {total / 60:.1f} min.", "",
              f"Machine: {machine}.", "",
              "Speed claims are ratios of medians measured in this one run (the machine is shared and noisy).", "",
-             *figures_table(figs), "", *scaling_section(rows), *memory_section(rows)]
+             *figures_table(figs), "", *scaling_section(rows), *memory_section(rows),
+             *serve_section(rows)]
     if profiles:
         lines += ["## Profiles (torch.profiler)", "",
                   *ops_table("Cached-decoder training step (b), fp32", profiles["train_ops"], profiles["train_phases"]),

@@ -24,7 +24,7 @@ from pathlib import Path
 from common import BENCH_DIR, Figure, log, machine_line
 from models import DefaultModel, Sizes, default_model
 
-SECTIONS = ("training", "decoding", "startup", "memory", "profiling")
+SECTIONS = ("training", "decoding", "e2e", "startup", "memory", "serve", "profiling")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -35,6 +35,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="results markdown (default: bench/results.md; --quick: none)")
     p.add_argument("--work", type=Path, default=None, help="scratch directory (default: a temporary one)")
     p.add_argument("--section-result", type=Path, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--baseline", default=None, metavar="REV",
+                   help="e2e: also measure a git worktree of REV, alternating, for the *_over_baseline ratios")
     p.add_argument("--threads", type=int, default=None,
                    help="intra-op threads here and in child processes (default: torch's; --quick: 1)")
     args = p.parse_args(argv)
@@ -65,7 +67,8 @@ def rows_as_figures(rows: list[dict]) -> list[Figure]:
     return out
 
 
-def run_section(section: str, sizes: Sizes, dm: DefaultModel, work: Path, quick: bool) -> dict:
+def run_section(section: str, sizes: Sizes, dm: DefaultModel, work: Path, quick: bool,
+                baseline: str | None = None) -> dict:
     """One section, in this process: its figures, table rows and extra report material."""
     rows: list[dict] = []
     extra: dict = {}
@@ -75,6 +78,9 @@ def run_section(section: str, sizes: Sizes, dm: DefaultModel, work: Path, quick:
     elif section == "decoding":
         import decode_speed
         figs, rows = decode_speed.run(sizes, dm, work)
+    elif section == "e2e":
+        import e2e_speed
+        figs, rows = e2e_speed.run(sizes, dm, work, baseline)
     elif section == "startup":
         import decode_speed
         import startup
@@ -83,6 +89,9 @@ def run_section(section: str, sizes: Sizes, dm: DefaultModel, work: Path, quick:
     elif section == "memory":
         import memory
         figs, rows = memory.run(sizes, dm, work)
+    elif section == "serve":
+        import serve_load
+        figs, rows = serve_load.run(sizes, dm, work)
     else:
         import profiling
         figs, extra = profiling.run(sizes, work)
@@ -107,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(0)
     dm = default_model(args.work, sizes)
     if args.section_result:  # a child: run one section, hand back its results in a file
-        result = run_section(args.sections[0], sizes, dm, args.work, args.quick)
+        result = run_section(args.sections[0], sizes, dm, args.work, args.quick, args.baseline)
         args.section_result.write_text(json.dumps(result))
         return 0
 
@@ -126,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
         log(f"--- {section}")
         result_path = args.work / f"section-{section}.json"
         cmd = [sys.executable, str(BENCH_DIR / "run.py"), "--only", section, "--work", str(args.work),
-               "--section-result", str(result_path), *(["--quick"] if args.quick else [])]
+               "--section-result", str(result_path), *(["--quick"] if args.quick else []),
+               *(["--baseline", args.baseline] if args.baseline else [])]
         subprocess.run(cmd, check=True)
         result = json.loads(result_path.read_text())
         seconds[section] = time.perf_counter() - t

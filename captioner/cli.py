@@ -6,6 +6,7 @@ input error. Expected errors print one line naming the file and reason, never a 
 from __future__ import annotations
 
 import argparse
+import functools
 import glob
 import json
 import math
@@ -17,6 +18,9 @@ from typing import Callable, Sequence
 from captioner.overlay.options import MODES, STYLES, OverlayOptions
 
 EXIT_OK, EXIT_PARTIAL, EXIT_USAGE = 0, 1, 2
+#: DataLoader workers that read images for `caption` while the model runs, by device. On a CPU
+#: the CNN already keeps every core busy and workers only compete with it (bench/README.md).
+CAPTION_WORKERS = {"cpu": 0, "cuda": 2}
 #: Widest beam the commands accept.
 MAX_BEAM = 1000
 
@@ -61,6 +65,7 @@ def expand_inputs(items: Sequence[str]) -> tuple[list[Path], list[str]]:
 def cmd_caption(args: argparse.Namespace) -> int:
     from captioner.api import load_captioner
     from captioner.image.loading import ImageLoadError, load_image
+    from tqdm import tqdm
 
     paths, errors = expand_inputs(args.inputs)
     for line in errors:
@@ -84,11 +89,17 @@ def cmd_caption(args: argparse.Namespace) -> int:
         overlay_dir.mkdir(parents=True, exist_ok=True)
     failed = len(errors)
     used_stems: set[str] = set()
-    for result in cap.caption_iter(paths, beam_size=args.beam_size, max_len=args.max_len,
-                                   batch_size=args.batch_size):
+    workers = CAPTION_WORKERS.get(cap.device.type, 0) if args.workers is None else args.workers
+    results = cap.caption_iter(paths, beam_size=args.beam_size, max_len=args.max_len,
+                               batch_size=args.batch_size, num_workers=workers)
+    # A progress bar only when stderr is a terminal (tqdm's disable=None); messages go through
+    # tqdm.write so that they do not tear it.
+    bar = tqdm(results, total=len(paths), unit="img", file=sys.stderr, disable=None, leave=False)
+    say = functools.partial(tqdm.write, file=sys.stderr)
+    for result in bar:
         path, caption = paths[result.index], result.caption
         if caption is None:  # unreadable: it fails alone, the other images go on
-            print(str(result.error), file=sys.stderr)
+            say(str(result.error))
             failed += 1
             continue
         if args.json:
@@ -99,7 +110,7 @@ def cmd_caption(args: argparse.Namespace) -> int:
         else:
             print(f"{path}\t{caption.text}", flush=True)
         if overlay_dir and not caption.tokens:
-            print(f"{path}: empty caption, no overlay written", file=sys.stderr)
+            say(f"{path}: empty caption, no overlay written")
         elif overlay_dir:
             stem, n = path.stem, 1
             while stem in used_stems:  # two inputs with one name: keep both
@@ -110,7 +121,7 @@ def cmd_caption(args: argparse.Namespace) -> int:
                 write_overlays(overlay_dir, stem, load_image(path), caption.tokens, caption.alphas,
                                png=True, gif=args.gif, html=args.html, caption=caption.text, options=overlay)
             except (OSError, ImageLoadError) as err:  # a full disk or a read-only folder: the captions go on
-                print(f"{path}: overlay not written: {_describe(err)}", file=sys.stderr)
+                say(f"{path}: overlay not written: {_describe(err)}")
                 failed += 1
     return EXIT_PARTIAL if failed else EXIT_OK
 
@@ -123,6 +134,9 @@ def _add_caption(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--beam-size", type=int, default=3)
     p.add_argument("--max-len", type=int, default=50)
     p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--workers", type=int, default=None,
+                   help="processes that decode and resize images while the model runs (0: in this process; "
+                        "default: 0 on a CPU, 2 on a GPU)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto")
     p.add_argument("--json", action="store_true", help="one JSON object per line, with attention maps")
     p.add_argument("--overlay-dir", default=None, help="write a panel PNG per image here")
@@ -327,7 +341,51 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_export)
 
 
-COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_caption, _add_train, _add_cache_features, _add_evaluate, _add_score, _add_scenes, _add_export]
+# --------------------------------------------------------------------------- serve
+def cmd_serve(args: argparse.Namespace) -> int:
+    try:  # the optional extra
+        from captioner.serve.options import ServeOptions
+        from captioner.serve.server import run_server
+    except ModuleNotFoundError as err:
+        _error(f"captioner serve needs the serve extra ({err.name} is missing): pip install 'captioner[serve]'")
+        return EXIT_USAGE
+    from captioner.api import load_captioner
+
+    try:
+        options = ServeOptions(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
+                               max_upload_mb=args.max_upload_mb, max_queue=args.max_queue)
+    except ValueError as err:
+        _error("--" + str(err).replace("_", "-"))
+        return EXIT_USAGE
+    if not 0 <= args.port <= 65535:
+        _error(f"--port must be from 0 to 65535, got {args.port}")
+        return EXIT_USAGE
+    cap = load_captioner(args.checkpoint, device=args.device)
+    name = Path(args.checkpoint).name if args.checkpoint else "default.pt (embedded)"
+    run_server(cap, options, host=args.host, port=args.port, model_name=name, log_level=args.log_level)
+    return EXIT_OK
+
+
+def _add_serve(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="a local web demo and JSON API (needs the serve extra)",
+                       description="Serve the page (upload an image, see the caption and its attention per word) "
+                                   "and POST /api/caption, with dynamic batching. Binds 127.0.0.1 unless --host "
+                                   "says otherwise; SIGINT or SIGTERM lets requests in flight finish.")
+    p.add_argument("--checkpoint", default=None, help="model checkpoint (default: the embedded model)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
+    p.add_argument("--port", type=int, default=8000, help="0: any free port (the address is printed)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto")
+    p.add_argument("--max-batch", type=int, default=16, help="most images captioned in one model call")
+    p.add_argument("--max-wait-ms", type=float, default=20.0,
+                   help="how long a batch waits for more requests after its first")
+    p.add_argument("--max-upload-mb", type=float, default=20.0, help="largest request body, in MB")
+    p.add_argument("--max-queue", type=int, default=64,
+                   help="most caption requests in progress at once; past it, 503")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.set_defaults(func=cmd_serve)
+
+
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_caption, _add_train, _add_cache_features, _add_evaluate, _add_score, _add_scenes, _add_export, _add_serve]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -374,7 +432,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "beam_size", 0) > MAX_BEAM:
         parser.error(f"--beam-size must be at most {MAX_BEAM} (each step holds beam x vocabulary scores "
                      f"per image in memory)")
-    if getattr(args, "workers", 0) < 0:
+    if (getattr(args, "workers", 0) or 0) < 0:
         parser.error("--workers must be at least 0")
     try:
         return args.func(args)

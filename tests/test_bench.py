@@ -24,10 +24,15 @@ EXPECTED = {
     "memory.caption_peak_rss", "memory.cached_train_growth", "profile.beam5_profiled",
     "decode.resnet101.beam5.fresh_process.batched_over_one_by_one", "bench.total_time",
     *(f"decode.{m}.beam5.decoder_steps_bound" for m in ("default", "resnet101")),
+    *(f"serve.{run}.{fig}" for run in ("batched", "max_batch_1")
+      for fig in ("throughput", "p50_latency", "p95_latency", "peak_rss", "mean_batch", "failures")),
+    "serve.batching_gain", "serve.decoder_share", "serve.gain_bound", "serve.gain_predicted",
+    "serve.model_call_gain",
 }
 JUDGED = {"train.b_over_a", "decode.default.beam5.batched_over_one_by_one",
           "decode.resnet101.beam5.batched_over_one_by_one", "startup.cold_start_caption",
-          "memory.caption_peak_rss", "memory.cached_train_growth"}
+          "memory.caption_peak_rss", "memory.cached_train_growth", "serve.batching_gain",
+          "serve.batched.failures", "serve.max_batch_1.failures"}
 
 
 @pytest.mark.slow
@@ -55,3 +60,6 @@ def test_quick_bench_runs_end_to_end(tmp_path: Path) -> None:
     assert text.startswith("# Benchmarks") and "Machine: " in text and "QUICK MODE" in text
     assert "| Figure | Value | Unit | Target | Pass | Notes |" in text
     assert "## Scaling" in text and "| train.b_over_a |" in text
+    assert "## Web server under load" in text
+    # Wrong answers are bugs, not noise: even --quick's tiny load must be answered correctly.
+    assert figures["serve.batched.failures"]["value"] == 0 == figures["serve.max_batch_1.failures"]["value"]

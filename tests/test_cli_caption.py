@@ -377,3 +377,10 @@ def test_bad_overlay_values_are_one_line_errors(capsys, tiny_checkpoint, scene_p
 def test_unknown_overlay_style_is_a_usage_error(capsys, tiny_checkpoint, scene_paths):
     err = usage_error(capsys, scene_paths[0], "--checkpoint", tiny_checkpoint, "--overlay-style", "glow")
     assert "--overlay-style" in err
+
+
+def test_reading_workers_do_not_change_the_output(capsys, tiny_checkpoint, scene_paths):
+    plain = json_run(capsys, scene_paths, tiny_checkpoint, "--batch-size", "2")
+    workers = json_run(capsys, scene_paths, tiny_checkpoint, "--batch-size", "2", "--workers", "1")
+    assert [r["tokens"] for r in workers] == [r["tokens"] for r in plain]
+    assert "--workers" in usage_error(capsys, scene_paths[0], "--workers", "-1")

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from captioner.image.loading import IMAGE_EXTENSIONS, ImageLoadError, list_images, load_image
+from captioner.image.loading import IMAGE_EXTENSIONS, ImageLoadError, list_images, load_image, load_image_file
 
 
 def _px(img: Image.Image, xy: tuple[int, int]) -> tuple[int, int, int]:
@@ -174,6 +174,26 @@ def test_decompression_bomb_refused_before_decoding(tmp_path, monkeypatch, side)
         e = _reason(path)
     assert time.perf_counter() - t0 < 0.5
     assert "too large" in e.reason and "decompression bomb" in e.reason
+
+
+def test_an_open_file_loads_as_its_path_does(tmp_path):
+    """load_image_file (uploads) runs load_image's checks: the same pixels, the same refusals."""
+    import io
+
+    rng = np.random.default_rng(1)
+    good = tmp_path / "good.png"
+    Image.fromarray(rng.integers(0, 256, (20, 30, 3), dtype=np.uint8)).save(good)
+    cut = tmp_path / "cut.png"
+    cut.write_bytes(good.read_bytes()[:60])
+    (tmp_path / "text.png").write_text("not an image")
+    (tmp_path / "empty.png").write_bytes(b"")
+    with open(good, "rb") as f:
+        assert np.array_equal(np.asarray(load_image_file(f, "up.png")), np.asarray(load_image(good)))
+        assert not f.closed
+    for name in ("cut.png", "text.png", "empty.png"):
+        with pytest.raises(ImageLoadError) as from_file:
+            load_image_file(io.BytesIO((tmp_path / name).read_bytes()), name)
+        assert from_file.value.reason == _reason(tmp_path / name).reason and from_file.value.path == name
 
 
 def test_error_pickles_across_processes():

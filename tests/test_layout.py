@@ -3,7 +3,8 @@ hold), and the version is written once.
 
 The contracts (STYLE.md point 1): the model imports no data, training, API or CLI code; scoring
 does not import the scenes generator; only the package root and the CLI import the API, and
-nothing imports the CLI. grimp builds the graph from every import statement, those inside
+nothing imports the CLI; only the CLI imports the web server (`captioner.serve`, an optional
+extra), which, like the rest of the library, imports neither the API nor the CLI. grimp builds the graph from every import statement, those inside
 functions included, and a forbidden contract also catches an import that goes through a third
 module. The second test breaks a copy of the package on purpose, so a contract that checks
 nothing (a typo in a module name, a linter that is not run) cannot pass unnoticed.
@@ -23,6 +24,7 @@ CONTRACTS = (
     "the model imports no data, training, API or CLI code",
     "scoring does not import the scenes generator",
     "only the package root (re-exports) and the CLI import the API",
+    "only the CLI imports the web server",
 )
 
 
@@ -56,6 +58,9 @@ def test_a_forbidden_import_breaks_its_contract(tmp_path: Path) -> None:
     # Inside functions, where a lazy import would hide from a top-of-file grep.
     _append(pkg / "words" / "vocab.py", "\n\ndef _late():\n    import captioner.api\n")
     _append(pkg / "checkpoint.py", "\n\ndef _late():\n    from captioner import cli\n")
+    _append(pkg / "evaluation.py", "\n\ndef _late():\n    import captioner.serve.app\n")
+    # The server is under the facades too: it must not import the API (it takes a Captioner).
+    _append(pkg / "serve" / "batching.py", "\n\ndef _late():\n    from captioner import api\n")
 
     proc = lint_imports(tmp_path)
     out = proc.stdout
@@ -66,7 +71,9 @@ def test_a_forbidden_import_breaks_its_contract(tmp_path: Path) -> None:
     for line in ("captioner.model.decoder -> captioner.train.loop",
                  "captioner.scoring -> captioner.data.scenes",
                  "captioner.words.vocab -> captioner.api",
-                 "captioner.checkpoint -> captioner.cli"):
+                 "captioner.checkpoint -> captioner.cli",
+                 "captioner.evaluation -> captioner.serve.app",
+                 "captioner.serve.batching -> captioner.api"):
         assert line in out, (line, out)
 
 

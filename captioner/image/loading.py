@@ -13,11 +13,12 @@ from __future__ import annotations
 import os
 import warnings
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-__all__ = ["IMAGE_EXTENSIONS", "ImageLoadError", "list_images", "load_image", "to_rgb"]
+__all__ = ["IMAGE_EXTENSIONS", "ImageLoadError", "list_images", "load_image", "load_image_file", "to_rgb"]
 
 #: Lower-case file suffixes that :func:`list_images` treats as images.
 IMAGE_EXTENSIONS: tuple[str, ...] = (
@@ -94,12 +95,34 @@ def load_image(source: str | os.PathLike | Image.Image) -> Image.Image:
     except OSError as e:  # e.g. a broken network mount
         raise ImageLoadError(name, f"cannot read file ({e.strerror or e})") from e
 
+    return _decode(path, name)
+
+
+def load_image_file(file: BinaryIO, name: str = "<upload>") -> Image.Image:
+    """Load an open binary file (an upload, bytes in a ``BytesIO``) as :func:`load_image` loads a
+    path: the same checks (empty, not an image, decompression bomb refused from the header,
+    truncated), the same orientation and RGB conversion. ``name`` stands for the file in errors.
+    The file must be seekable; it is read from its start and left open.
+    """
+    try:
+        file.seek(0, os.SEEK_END)
+        empty = file.tell() == 0
+        file.seek(0)
+    except (OSError, ValueError) as e:  # closed, or not seekable
+        raise ImageLoadError(name, f"cannot read file ({e})") from e
+    if empty:
+        raise ImageLoadError(name, "empty file")
+    return _decode(file, name)
+
+
+def _decode(source: Path | BinaryIO, name: str) -> Image.Image:
+    """Open (a path or a binary file), refuse a decompression bomb from the header, then decode."""
     try:
         # Our own size check below refuses images above the limit; silence Pillow's warning so
         # the refusal is an error, not a warning followed by a slow decode.
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            img = Image.open(path)
+            img = Image.open(source)
     except Image.DecompressionBombError as e:
         raise ImageLoadError(name, f"image too large, refused as a possible decompression bomb ({e})") from e
     except UnidentifiedImageError as e:

@@ -6,6 +6,7 @@ this module only encodes what they return and saves it.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -13,8 +14,23 @@ import numpy as np
 from PIL import Image
 
 from captioner.overlay.html import render_html
-from captioner.overlay.options import OverlayOptions, OverlaySizes
+from captioner.overlay.options import OverlayOptions, OverlaySizes, check_choice
 from captioner.overlay.render import _as_rgb, _check_sequence, animate, panel_grid
+
+
+#: What :func:`overlay_bytes` encodes: the panel grid, the animation, the interactive page.
+KINDS = ("png", "gif", "html")
+
+
+def encode_gif(frames: Sequence[Image.Image], duration_ms: int = 700, loop: int = 0) -> bytes:
+    """Frames (e.g. from :func:`~captioner.overlay.render.animate`) as the bytes of an animated
+    GIF; ``loop=0`` repeats forever."""
+    if not frames:
+        raise ValueError("need at least one frame to write a GIF")
+    first, *rest = [_as_rgb(f) for f in frames]
+    buf = io.BytesIO()
+    first.save(buf, format="GIF", save_all=True, append_images=rest, duration=duration_ms, loop=loop)
+    return buf.getvalue()
 
 
 def save_gif(
@@ -24,19 +40,50 @@ def save_gif(
 
     ``loop=0`` repeats forever. Returns ``path`` as a :class:`~pathlib.Path`.
     """
-    if not frames:
-        raise ValueError("need at least one frame to write a GIF")
+    data = encode_gif(frames, duration_ms=duration_ms, loop=loop)
     path = Path(path)
-    first, *rest = [_as_rgb(f) for f in frames]
-    first.save(
-        path,
-        format="GIF",
-        save_all=True,
-        append_images=rest,
-        duration=duration_ms,
-        loop=loop,
-    )
+    path.write_bytes(data)
     return path
+
+
+def overlay_bytes(
+    kind: str,
+    image: Image.Image,
+    tokens: Sequence[str],
+    alphas: np.ndarray,
+    *,
+    caption: str | None = None,
+    options: OverlayOptions = OverlayOptions(),
+    sizes: OverlaySizes = OverlaySizes(),
+) -> bytes:
+    """One overlay file's contents, exactly as :func:`write_overlays` writes it: ``kind`` "png"
+    (the panel grid), "gif" (the animation) or "html" (the interactive page, UTF-8; ``caption``
+    is its display text). The web server sends these bytes instead of writing them."""
+    check_choice("kind", kind, KINDS)
+    if kind == "png":
+        grid = panel_grid(
+            image,
+            tokens,
+            alphas,
+            columns=sizes.columns,
+            panel_size=sizes.panel_size,
+            options=options,
+        )
+        buf = io.BytesIO()
+        grid.save(buf, format="PNG")
+        return buf.getvalue()
+    if kind == "gif":
+        frames = animate(image, tokens, alphas, size=sizes.gif_size, options=options)
+        return encode_gif(frames, duration_ms=sizes.gif_duration_ms)
+    page = render_html(
+        image,
+        tokens,
+        alphas,
+        caption=caption,
+        max_side=sizes.html_max_side,
+        options=options,
+    )
+    return page.encode("utf-8")
 
 
 def write_overlays(
@@ -63,29 +110,9 @@ def write_overlays(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths: dict[str, Path] = {}
-    if png:
-        grid = panel_grid(
-            image,
-            tokens,
-            alphas,
-            columns=sizes.columns,
-            panel_size=sizes.panel_size,
-            options=options,
-        )
-        paths["png"] = out / f"{stem}.png"
-        grid.save(paths["png"], format="PNG")
-    if gif:
-        frames = animate(image, tokens, alphas, size=sizes.gif_size, options=options)
-        paths["gif"] = save_gif(frames, out / f"{stem}.gif", duration_ms=sizes.gif_duration_ms)
-    if html:
-        page = render_html(
-            image,
-            tokens,
-            alphas,
-            caption=caption,
-            max_side=sizes.html_max_side,
-            options=options,
-        )
-        paths["html"] = out / f"{stem}.html"
-        paths["html"].write_text(page, encoding="utf-8")
+    for kind, wanted in zip(KINDS, (png, gif, html), strict=True):
+        if wanted:
+            data = overlay_bytes(kind, image, tokens, alphas, caption=caption, options=options, sizes=sizes)
+            paths[kind] = out / f"{stem}.{kind}"
+            paths[kind].write_bytes(data)
     return paths
