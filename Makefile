@@ -43,8 +43,12 @@ test: venv browser java
 test-fast: venv
 	$(PY) -m pytest -m "not slow"
 
+# The *_over_baseline figures compare with this commit, the last of captioner 0.1, checked out
+# into a git worktree and measured in the same run.
+BENCH_BASELINE ?= 1638135
+
 bench: venv
-	$(PY) bench/run.py
+	$(PY) bench/run.py --baseline $(BENCH_BASELINE)
 
 # The web demo with the embedded model on http://127.0.0.1:8000 (README, "Web demo").
 serve: venv

@@ -164,35 +164,17 @@ def attention_slices_figure(name: str, decoder: Decoder, feats: torch.Tensor, be
                         f"{1000 * tw:.2f} ms whole, {1000 * ts:.2f} ms in slices; max diff {diff:.1e}")]
 
 
-def default_features(dm: DefaultModel, sizes: Sizes, work: Path, timing: bool = True):
-    """The default model's decoder and the real encoder grids of generated scenes (and, with
-    `timing`, the encoder's throughput figures: one call against chunks of 4 images)."""
+def default_features(dm: DefaultModel, sizes: Sizes, work: Path):
+    """The default model's decoder and the real encoder grids of generated scenes. The encoder's
+    own speed is measured in the e2e section (e2e.default.encoder_*)."""
     from captioner.api import load_captioner
     from captioner.image.loading import load_image
 
     cap = load_captioner(dm.checkpoint, device="cpu")
     paths = scene_images(work, sizes.decode_images)
     x = torch.stack([cap.preprocess(load_image(p)) for p in paths])  # (N, 3, S, S)
-    if not timing:
-        with torch.inference_mode():
-            return cap.model.decoder, cap.model.encode(x).clone()
-
-    def chunked() -> torch.Tensor:
-        return torch.cat([cap.model.encode(part) for part in x.split(4)])  # (N, P, E)
-
     with torch.inference_mode():
-        t = interleaved({"one call": lambda: cap.model.encode(x), "chunks of 4": chunked},
-                        rounds=sizes.decode_repeats, warmup=1)
-        feats = cap.model.encode(x)  # (N, P, E)
-        diff = (chunked() - feats).abs().max().item()
-    t_one, t_chunk = median(t["one call"]), median(t["chunks of 4"])
-    figs = [Figure("decode.default.encoder_batched", len(paths) / t_one, "images/s",
-                   note=f"the CNN alone, for scale: EfficientNet-Lite0 at {x.shape[-1]} px, {len(paths)} images per call"),
-            Figure("decode.default.encoder_chunks_of_4", len(paths) / t_chunk, "images/s",
-                   note=f"the same {len(paths)} images, 4 per CNN call (the memory fix); features differ by {diff:.1e}"),
-            Figure("decode.default.encoder_chunked_over_one_call", t_one / t_chunk, "x",
-                   note="> 1: encoding in chunks of 4 is faster")]
-    return cap.model.decoder, feats.clone(), figs
+        return cap.model.decoder, cap.model.encode(x).clone()
 
 
 def fresh_process_figures(sizes: Sizes, work: Path, beam: int = 5) -> list[Figure]:
@@ -213,11 +195,11 @@ def fresh_process_figures(sizes: Sizes, work: Path, beam: int = 5) -> list[Figur
 def run(sizes: Sizes, dm: DefaultModel, work: Path) -> tuple[list[Figure], list[dict]]:
     figs: list[Figure] = []
     # The default model stops at <end>; max_len 50 is the CLI's default.
-    decoder, feats, enc_figs = default_features(dm, sizes, work)
+    decoder, feats = default_features(dm, sizes, work)
     max_len = 50
     f, _ = throughput("default", decoder, feats, sizes, max_len,
                       f"{dm.label}; real grids of generated scenes; max_len {max_len}")
-    figs += enc_figs + f + threads_figure(decoder, feats[:1], max_len)
+    figs += f + threads_figure(decoder, feats[:1], max_len)
     figs += attention_slices_figure("default", decoder, feats, 5, rounds=5 * sizes.decode_repeats)
     figs += steps_bound_figure("default", decoder, feats, 5, max_len, rounds=2 * sizes.decode_repeats)
 

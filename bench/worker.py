@@ -95,7 +95,7 @@ def cmd_beam_fresh(args: argparse.Namespace) -> dict:
     sizes = Sizes.tiny() if args.quick else Sizes.full()
     if args.model == "default":
         dm = default_model(Path(args.work), sizes)
-        decoder, feats = default_features(dm, sizes, Path(args.work), timing=False)
+        decoder, feats = default_features(dm, sizes, Path(args.work))
         max_len = 50  # the CLI's default; the trained model stops at <end>
     else:
         decoder, feats = without_end(recipe_decoder(sizes), end_id=2), recipe_features(sizes, sizes.decode_images)
