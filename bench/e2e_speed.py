@@ -52,12 +52,15 @@ def worker(tree: Path, *args: str) -> dict[str, list[float]]:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def alternating(trees: dict[str, Path], rounds: int, *args: str) -> dict[str, dict[str, list[float]]]:
-    """Run the same worker for every tree, round-robin, one fresh process per tree and round."""
+def alternating(trees: dict[str, Path], rounds: int, *args: str,
+                new_args: tuple[str, ...] = ()) -> dict[str, dict[str, list[float]]]:
+    """Run the same worker for every tree, round-robin, one fresh process per tree and round
+    (`new_args` go to this tree's only, such as an engine the baseline does not have)."""
     out: dict[str, dict[str, list[float]]] = {name: {} for name in trees}
     for _ in range(rounds):
         for name, tree in trees.items():
-            for key, times in worker(tree, *args, "--rounds", "1").items():
+            extra = new_args if name == "new" else ()
+            for key, times in worker(tree, *args, *extra, "--rounds", "1").items():
                 out[name].setdefault(key, []).extend(times)
     return out
 
@@ -109,14 +112,25 @@ def baseline_figures(name: str, times: dict[str, dict[str, list[float]]], key: s
     return [judged(name, t_old / t_new, "x", ">=", target, note)]
 
 
-def encoder_figures(model: str, times: dict[str, list[float]], n: int, chunk: int) -> tuple[list[Figure], float]:
+def encoder_figures(model: str, times: dict[str, list[float]], n: int, chunk: int,
+                    engine: str) -> tuple[list[Figure], float]:
+    """The CNN alone: torch (folded) by chunk, unfolded, ONNX Runtime; the bound is `engine`'s."""
     figs = [Figure(f"e2e.{model}.encoder_chunk{c}", n / median(times[f"fused.chunk{c}"]), "images/s",
-                   note=f"CNN alone, {c} image(s) per call, BatchNorms folded")
+                   note=f"CNN alone, torch, {c} image(s) per call, BatchNorms folded")
             for c in sorted(int(k.split("chunk")[1]) for k in times if k.startswith("fused."))]
-    bound = median(times[f"fused.chunk{chunk}"])
-    figs += [Figure(f"e2e.{model}.encoder_bound", n / bound, "images/s", note=f"chunk {chunk}, as captioning runs it"),
-             Figure(f"e2e.{model}.encoder_fused_over_plain", median(times["plain.chunk1"]) / median(times["fused.chunk1"]),
-                    "x", note="BatchNorms folded into the convs, at 1 image per call")]
+    figs.append(Figure(f"e2e.{model}.encoder_fused_over_plain",
+                       median(times["plain.chunk1"]) / median(times["fused.chunk1"]), "x",
+                       note="BatchNorms folded into the convs, torch, at 1 image per call"))
+    onnx_chunk = 1 if model == "default" else 4
+    if f"onnx.chunk{onnx_chunk}" in times:
+        for c in (1, 4):
+            figs.append(Figure(f"e2e.{model}.encoder_onnx_chunk{c}", n / median(times[f"onnx.chunk{c}"]), "images/s",
+                               note=f"CNN alone, ONNX Runtime, {c} image(s) per call"))
+        figs.append(Figure(f"e2e.{model}.encoder_onnx_over_torch", median(times[f"fused.chunk{chunk}"])
+                           / median(times[f"onnx.chunk{chunk}"]), "x", note=f"both at chunk {chunk}, same process"))
+    bound = median(times[f"{'onnx' if engine == 'onnx' else 'fused'}.chunk{chunk}"])
+    figs.append(Figure(f"e2e.{model}.encoder_bound", n / bound, "images/s",
+                       note=f"{engine}, chunk {chunk}, as captioning runs it"))
     return figs, bound
 
 
@@ -134,6 +148,9 @@ def cli_folder_seconds(tree: Path, folder: Path, n: int) -> float:
 def run(sizes: Sizes, dm: DefaultModel, work: Path, baseline: str | None) -> tuple[list[Figure], list[dict]]:
     from captioner.features.encoder import default_encode_chunk
 
+    from captioner.features.inference import onnx_available
+
+    engine = "onnx" if onnx_available() else "torch"  # the fastest engine this install has
     trees = {"new": REPO}
     if baseline:
         trees["baseline"] = baseline_tree(work, baseline)
@@ -145,13 +162,15 @@ def run(sizes: Sizes, dm: DefaultModel, work: Path, baseline: str | None) -> tup
     n = len(paths)
     log(f"e2e: encoder alone, then file -> caption, default model, {n} images, beams {sizes.beams}")
     times = {"new": worker(REPO, "encoder", "caption", "--images", *paths, "--beams", *map(str, sizes.beams),
-                           "--rounds", str(sizes.e2e_rounds))}
-    enc_figs, bound = encoder_figures("default", times["new"], n, default_encode_chunk(cpu, "efficientnet_lite0"))
+                           "--rounds", str(sizes.e2e_rounds), "--engine", engine)}
+    enc_figs, bound = encoder_figures("default", times["new"], n, default_encode_chunk(cpu, "efficientnet_lite0"),
+                                      engine)
     figs += enc_figs + caption_figures("default", times, n, sizes.beams, bound,
-                                       "default model, generated scenes, max_len 50")
+                                       f"default model, engine {engine}, generated scenes, max_len 50")
     if baseline:
         log(f"e2e: default model, beam 3, against {baseline}")
-        vs = alternating(trees, sizes.e2e_rounds, "caption", "--images", *paths, "--beams", "3")
+        vs = alternating(trees, sizes.e2e_rounds, "caption", "--images", *paths, "--beams", "3",
+                         new_args=("--engine", engine))
         figs += baseline_figures("e2e.default.beam3.batched_over_baseline", vs, "beam3.batched", 2.0, baseline)
         figs += baseline_figures("e2e.default.beam3.one_by_one_over_baseline", vs, "beam3.one_by_one", None, baseline)
 
@@ -161,14 +180,15 @@ def run(sizes: Sizes, dm: DefaultModel, work: Path, baseline: str | None) -> tup
     rn, max_len = len(rpaths), str(sizes.e2e_max_len)
     log(f"e2e: encoder alone, then file -> caption, ResNet-101 recipe, {rn} images, beams {sizes.beams}")
     rtimes = {"new": worker(REPO, "encoder", "caption", "--checkpoint", ckpt, "--images", *rpaths, "--beams",
-                            *map(str, sizes.beams), "--max-len", max_len, "--rounds", "1")}
-    renc_figs, rbound = encoder_figures("resnet101", rtimes["new"], rn, default_encode_chunk(cpu, "resnet101"))
+                            *map(str, sizes.beams), "--max-len", max_len, "--rounds", "1", "--engine", engine)}
+    renc_figs, rbound = encoder_figures("resnet101", rtimes["new"], rn, default_encode_chunk(cpu, "resnet101"),
+                                        engine)
     figs += renc_figs + caption_figures("resnet101", rtimes, rn, sizes.beams, rbound,
                                         f"ResNet-101 recipe (random weights, V={sizes.vocab}), {max_len} words")
     if baseline:
         log(f"e2e: ResNet-101 recipe, beam 5, against {baseline}")
         vs = alternating(trees, 1, "caption", "--checkpoint", ckpt, "--images", *rpaths, "--beams", "5",
-                         "--max-len", max_len)
+                         "--max-len", max_len, new_args=("--engine", engine))
         figs += baseline_figures("e2e.resnet101.beam5.batched_over_baseline", vs, "beam5.batched", 1.4, baseline)
 
     # The CLI on a folder, and the feature cache's build.

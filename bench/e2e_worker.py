@@ -22,7 +22,7 @@ def caption_times(args: argparse.Namespace) -> dict[str, list[float]]:
     """File -> caption: one call for all images ("batched") and one call per image."""
     from captioner import load_captioner
 
-    cap = load_captioner(args.checkpoint, device="cpu")
+    cap = load_captioner(args.checkpoint, device="cpu", **({"engine": args.engine} if args.engine else {}))
     paths = [Path(p) for p in args.images]
     variants = {}
     for k in args.beams:
@@ -41,13 +41,17 @@ def encoder_times(args: argparse.Namespace) -> dict[str, list[float]]:
     from captioner.api import load_captioner
     from captioner.checkpoint import load_model
     from captioner.features.encoder import encode
+    from captioner.features.inference import onnx_available
     from captioner.image.loading import load_image
 
-    cap = load_captioner(args.checkpoint, device="cpu")  # its encoder has the BatchNorms folded
+    cap = load_captioner(args.checkpoint, device="cpu", engine="torch")  # BatchNorms folded
     unfused = load_model(args.checkpoint or _default_checkpoint()).model.encoder.eval()
     x = torch.stack([cap.preprocess(load_image(p)) for p in args.images])  # (N, 3, S, S)
     variants = {f"fused.chunk{c}": (lambda c=c: encode(cap.model.encoder, x, chunk=c)) for c in args.chunks}
     variants["plain.chunk1"] = lambda: encode(unfused, x, chunk=1)
+    if onnx_available():
+        onnx = load_captioner(args.checkpoint, device="cpu", engine="onnx").model.encoder
+        variants |= {f"onnx.chunk{c}": (lambda c=c: encode(onnx, x, chunk=c)) for c in (1, 4)}
     with torch.inference_mode():
         return interleaved(variants, rounds=args.rounds, warmup=1)
 
@@ -99,6 +103,7 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--workers", type=int, default=0)
+    p.add_argument("--engine", default=None, help="load_captioner's engine (this tree only; unset for a baseline)")
     args = p.parse_args()
     runs = {"caption": caption_times, "encoder": encoder_times, "cache": cache_build_times}
     out: dict[str, list[float]] = {}

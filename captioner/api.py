@@ -23,12 +23,18 @@ __all__ = ["DEFAULT_CHECKPOINT", "Caption", "CaptionResult", "Captioner", "Searc
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "assets" / "default.pt"
 
 
-def load_captioner(checkpoint: str | Path | None = None, device: str | torch.device | None = None) -> Captioner:
-    """Load a checkpoint (None: the embedded default model) onto `device` (None: auto)."""
+def load_captioner(checkpoint: str | Path | None = None, device: str | torch.device | None = None, *,
+                   engine: str = "torch") -> Captioner:
+    """Load a checkpoint (None: the embedded default model) onto `device` (None: auto).
+
+    `engine` runs the encoder: "torch" (BatchNorms folded), or "onnx", ONNX Runtime on a CPU
+    (`pip install 'captioner[onnx]'`), faster per image but with about two seconds of set-up,
+    so worth it for folders, not for one image; "auto" is "onnx" on a CPU where it is installed.
+    """
     path = Path(checkpoint) if checkpoint is not None else DEFAULT_CHECKPOINT
     if checkpoint is None and not path.is_file():
         raise CheckpointError(f"{path}: the embedded default model is missing from this install")
     dev = resolve_device(device)
     loaded = load_model(path, map_location="cpu")
     info = {k: v for k, v in loaded.checkpoint.items() if k in ("epoch", "step", "best_score", "metric")}
-    return Captioner(loaded.model, loaded.vocab, loaded.config, dev, checkpoint_info=info)
+    return Captioner(loaded.model, loaded.vocab, loaded.config, dev, checkpoint_info=info, engine=engine)

@@ -17,7 +17,8 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from captioner.config import Config
-from captioner.features.encoder import default_encode_chunk, encode, fuse_batchnorm
+from captioner.features.encoder import default_encode_chunk, encode
+from captioner.features.inference import inference_encoder
 from captioner.image.loading import ImageLoadError, load_image
 from captioner.image.preprocess import Preprocess, preprocess_for
 from captioner.model.caption_model import CaptionModel
@@ -143,11 +144,13 @@ class Captioner:
 
     def __init__(self, model: CaptionModel, vocab: Vocab, config: Config, device: torch.device, *,
                  checkpoint_info: dict[str, Any] | None = None, encode_chunk: int | None = None,
-                 fuse: bool = True) -> None:
-        """Takes over `model` for inference: with `fuse`, its encoder's BatchNorms are folded
-        into the convs (the same function, one op less per layer)."""
-        if fuse:
-            model.encoder = fuse_batchnorm(model.encoder)
+                 engine: str | None = "auto") -> None:
+        """Takes over `model` for inference: its encoder becomes `inference_encoder(engine)`'s
+        forward-only copy (BatchNorms folded; ONNX Runtime on a CPU where installed, with
+        "auto"); `engine=None` keeps the encoder as it is."""
+        if engine is not None:
+            model.encoder = inference_encoder(model.encoder, image_size=config.model.image_size,
+                                              device=device, engine=engine)
         self.model = model.to(device).eval()
         self.vocab = vocab
         self.config = config

@@ -18,6 +18,9 @@ from typing import Callable, Sequence
 from captioner.overlay.options import MODES, STYLES, OverlayOptions
 
 EXIT_OK, EXIT_PARTIAL, EXIT_USAGE = 0, 1, 2
+#: From this many images on, `--engine auto` uses ONNX Runtime: its set-up (export and session,
+#: about two seconds) costs more than it saves on fewer (bench/results.md, e2e.*.encoder_*).
+ONNX_MIN_IMAGES = 64
 #: DataLoader workers that read images for `caption` while the model runs, by device. On a CPU
 #: the CNN already keeps every core busy and workers only compete with it (bench/README.md).
 CAPTION_WORKERS = {"cpu": 0, "cuda": 2}
@@ -62,6 +65,17 @@ def expand_inputs(items: Sequence[str]) -> tuple[list[Path], list[str]]:
     return paths, errors
 
 
+def _engine(choice: str, images: int) -> str:
+    """--engine auto: ONNX Runtime once there are enough images to repay its set-up."""
+    return ("auto" if images >= ONNX_MIN_IMAGES else "torch") if choice == "auto" else choice
+
+
+def _add_engine(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--engine", choices=["auto", "torch", "onnx"], default="auto",
+                   help=f"what runs the CNN: torch, or onnx (ONNX Runtime on a CPU, faster per image, ~2 s "
+                        f"to set up); auto: onnx on a CPU where installed, from {ONNX_MIN_IMAGES} images on")
+
+
 def cmd_caption(args: argparse.Namespace) -> int:
     from captioner.api import load_captioner
     from captioner.image.loading import ImageLoadError, load_image
@@ -83,7 +97,7 @@ def cmd_caption(args: argparse.Namespace) -> int:
     if overlay_dir and overlay_dir.exists() and not overlay_dir.is_dir():
         _error(f"--overlay-dir {overlay_dir}: exists and is not a directory")
         return EXIT_USAGE
-    cap = load_captioner(args.checkpoint, device=args.device)
+    cap = load_captioner(args.checkpoint, device=args.device, engine=_engine(args.engine, len(paths)))
     if overlay_dir:
         from captioner.overlay.files import write_overlays
         overlay_dir.mkdir(parents=True, exist_ok=True)
@@ -138,6 +152,7 @@ def _add_caption(sub: argparse._SubParsersAction) -> None:
                    help="processes that decode and resize images while the model runs (0: in this process; "
                         "default: 0 on a CPU, 2 on a GPU)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto")
+    _add_engine(p)
     p.add_argument("--json", action="store_true", help="one JSON object per line, with attention maps")
     p.add_argument("--overlay-dir", default=None, help="write a panel PNG per image here")
     p.add_argument("--gif", action="store_true", help="also write an animated GIF per image")
@@ -261,7 +276,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from captioner.api import load_captioner
     from captioner.evaluation import evaluate
 
-    cap = load_captioner(args.checkpoint, device=args.device)
+    cap = load_captioner(args.checkpoint, device=args.device, engine=_engine(args.engine, ONNX_MIN_IMAGES))
     report = evaluate(cap, args.data, args.images, split=args.split, beam_size=args.beam_size,
                       max_len=args.max_len, batch_size=args.batch_size, num_workers=args.workers,
                       grounding=args.grounding, results_path=args.results,
@@ -290,6 +305,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-len", type=int, default=50)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--workers", type=int, default=0, help="DataLoader workers for image loading")
+    _add_engine(p)
     p.add_argument("--device", default="auto")
     p.add_argument("--results", help="write the COCO results file here")
     p.add_argument("--grounding", metavar="INSTANCES.json",

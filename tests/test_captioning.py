@@ -15,6 +15,7 @@ from captioner.checkpoint import load_model, new_model
 from captioner.config import ModelConfig
 from captioner.data.scenes import generate_scenes
 from captioner.features.encoder import encode, fuse_batchnorm
+from captioner.features.inference import inference_encoder, onnx_available
 
 from conftest import make_tiny_checkpoint
 
@@ -69,10 +70,14 @@ def test_encoding_in_chunks_equals_one_call():
             assert torch.allclose(encode(model.encoder, x, chunk=chunk), whole, rtol=1e-4, atol=1e-4)
 
 
-def test_folding_does_not_change_the_captions(checkpoint, scenes):
-    plain, fused = (load_captioner(checkpoint, device="cpu") for _ in range(2))
-    plain = Captioner(load_model(checkpoint).model, plain.vocab, plain.config, plain.device, fuse=False)
-    a, b = plain.caption(scenes, beam_size=3), fused.caption(scenes, beam_size=3)
+@pytest.mark.parametrize("engine", ["torch", "onnx"])
+def test_the_inference_engines_do_not_change_the_captions(checkpoint, scenes, engine):
+    if engine == "onnx" and not onnx_available():
+        pytest.skip("onnxruntime is not installed (pip install 'captioner[onnx]')")
+    cpu = torch.device("cpu")
+    fast = Captioner(*load_model(checkpoint)[:3], cpu, engine=engine)
+    plain = Captioner(*load_model(checkpoint)[:3], cpu, engine=None)  # the encoder as trained
+    a, b = plain.caption(scenes, beam_size=3), fast.caption(scenes, beam_size=3)
     assert [c.tokens for c in a] == [c.tokens for c in b]
     assert np.allclose([c.score for c in a], [c.score for c in b], atol=1e-4)
 
@@ -111,3 +116,23 @@ def test_results_stream_without_reading_every_image_first(checkpoint, scenes):
     assert first.index == 0 and first.caption is not None
     assert sources.highest < 8  # one batch (and no more than one ahead) read so far
     assert sum(1 for _ in results) == len(sources) - 1
+
+
+@pytest.mark.skipif(not onnx_available(), reason="onnxruntime is not installed (pip install 'captioner[onnx]')")
+def test_onnx_runtime_computes_the_same_grid():
+    config = ModelConfig(image_size=96, grid=3)
+    model = new_model(config, vocab_size=8).eval()
+    onnx = inference_encoder(model.encoder, image_size=96, device=torch.device("cpu"), engine="onnx")
+    x = torch.randn(3, 3, 96, 96)
+    with torch.inference_mode():
+        want = model.encoder(x)
+    got = onnx(x)
+    assert got.shape == want.shape and torch.allclose(got, want, rtol=1e-4, atol=1e-4 * float(want.abs().max()))
+
+
+def test_engine_choices_are_checked():
+    model = new_model(ModelConfig(image_size=64, grid=2), vocab_size=8)
+    with pytest.raises(ValueError, match="engine must be one of"):
+        inference_encoder(model.encoder, image_size=64, device=torch.device("cpu"), engine="tensorrt")
+    with pytest.raises(ValueError, match="CPU only"):
+        inference_encoder(model.encoder, image_size=64, device=torch.device("cuda"), engine="onnx")

@@ -21,13 +21,15 @@ from typing import Callable, Iterable, Iterator, NamedTuple, Sequence
 
 import numpy as np
 import torch
+from torch import nn
 from torch.utils.data import DataLoader
 
 from captioner.atomic import atomic_path, remove_leftover_temps
 from captioner.config import ModelConfig
 from captioner.data.annotations import ImageRecord
 from captioner.data.datasets import EvalDataset, ImageSource, collate_eval
-from captioner.features.encoder import Encoder, default_encode_chunk, encode, encoder_dim, fuse_batchnorm
+from captioner.features.encoder import Encoder, default_encode_chunk, encode, encoder_dim
+from captioner.features.inference import inference_encoder
 from captioner.image.preprocess import preprocess_for
 from captioner.image.loading import ImageLoadError
 
@@ -177,9 +179,8 @@ def write_cache(data_path: Path, meta_path: Path, key: CacheKey, records: Sequen
     return FeatureCache(data_path, meta)
 
 
-def _encoded(loader: DataLoader, encoder: Encoder, device: torch.device, chunk: int | None) -> Iterator[CacheRows]:
-    """The frozen encoder's grids, batch by batch: BatchNorms folded, `chunk` images per call."""
-    encoder = fuse_batchnorm(encoder).to(device)
+def _encoded(loader: DataLoader, encoder: nn.Module, device: torch.device, chunk: int | None) -> Iterator[CacheRows]:
+    """The grids of a forward-only encoder, batch by batch, `chunk` images per call."""
     for batch in loader:
         rows = np.zeros((0,), dtype=np.float16)
         if len(batch.index):
@@ -198,8 +199,9 @@ def build_cache(data_path: Path, meta_path: Path, key: CacheKey, records: Sequen
     loader = DataLoader(EvalDataset(records, source), batch_size=batch_size, num_workers=num_workers,
                         collate_fn=collate_eval)
     chunk = default_encode_chunk(device, config.backbone)
+    fast = inference_encoder(encoder, image_size=config.image_size, device=device)  # BatchNorms folded; ONNX Runtime
     return write_cache(data_path, meta_path, key, records, regions=config.grid * config.grid,
-                       dim=encoder_dim(config), batches=_encoded(loader, encoder, device, chunk),
+                       dim=encoder_dim(config), batches=_encoded(loader, fast, device, chunk),
                        progress=progress)
 
 

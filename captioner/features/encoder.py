@@ -34,7 +34,7 @@ def weights_are_offline(config: ModelConfig) -> bool:
 
 #: Images per CNN call on a CPU, by backbone: there a depthwise CNN's time per image rises with
 #: the batch (bench/results.md: e2e.*.encoder_chunk*). On a GPU the whole batch goes at once.
-CPU_ENCODE_CHUNK = {"efficientnet_lite0": 1}
+CPU_ENCODE_CHUNK = {"efficientnet_lite0": 1, "resnet50": 4, "resnet101": 4, "resnet152": 4}
 DEFAULT_CPU_ENCODE_CHUNK = 1
 
 
