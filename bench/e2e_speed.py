@@ -76,7 +76,7 @@ def recipe_checkpoint(sizes: Sizes, work: Path) -> Path:
     if not path.is_file():
         torch.manual_seed(0)
         vocab = numbered_vocab(sizes.vocab)
-        model = new_model(recipe_config(sizes), len(vocab), pretrained=False)
+        model = new_model(recipe_config(sizes), len(vocab), load_weights=False)
         with torch.no_grad():
             model.decoder.L_o.bias[vocab.end_id] = -1e4
         save_checkpoint(path, model=model, config=Config(model=recipe_config(sizes)), vocab=vocab, epoch=0, step=0)

@@ -84,11 +84,11 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return ckpt
 
 
-def new_model(config: ModelConfig, vocab_size: int, *, pretrained: bool = True) -> CaptionModel:
+def new_model(config: ModelConfig, vocab_size: int, *, load_weights: bool = True) -> CaptionModel:
     """A fresh model for training: the encoder with the weights `config.pretrained` names
-    (`pretrained=False`: leave them random, since a checkpoint will supply them)."""
+    (`load_weights=False`: leave them random, since a checkpoint will supply them)."""
     model = CaptionModel(config=config, vocab_size=vocab_size)
-    if pretrained:
+    if load_weights:
         load_pretrained(model.encoder, config)
     return model
 
@@ -110,7 +110,7 @@ def build_model(ckpt: dict[str, Any], source: str = "checkpoint") -> LoadedModel
     except ValueError as err:
         raise CheckpointError(f"{source}: {err}") from None
     with_encoder = bool(ckpt.get("encoder_in_state", True))
-    model = new_model(config.model, len(vocab), pretrained=not with_encoder)
+    model = new_model(config.model, len(vocab), load_weights=not with_encoder)
     try:
         result = model.load_state_dict(ckpt["model"], strict=False)
     except RuntimeError as err:  # size mismatches

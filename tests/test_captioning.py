@@ -49,7 +49,7 @@ def _randomise_batchnorms(model: torch.nn.Module) -> None:
                                     ModelConfig(backbone="resnet50", pretrained="none", image_size=64, grid=2)],
                          ids=["lite0-blocks", "lite0-head", "resnet50"])
 def test_folded_batchnorms_compute_the_same_grid(config):
-    model = new_model(config, vocab_size=8, pretrained=config.pretrained != "none").eval()
+    model = new_model(config, vocab_size=8, load_weights=config.pretrained != "none").eval()
     if config.pretrained == "none":
         _randomise_batchnorms(model)
     fused = fuse_batchnorm(model.encoder)

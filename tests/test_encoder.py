@@ -108,6 +108,6 @@ def test_new_model_loads_the_offline_imagenet_weights():
     assert torch.equal(model.encoder.backbone._blocks[-1]._project_conv.weight,
                        reference._blocks[-1]._project_conv.weight)
     assert torch.equal(model.encoder.backbone._blocks[3]._bn1.running_var, reference._blocks[3]._bn1.running_var)
-    fresh = new_model(cfg, vocab_size=8, pretrained=False)
+    fresh = new_model(cfg, vocab_size=8, load_weights=False)
     assert not torch.equal(fresh.encoder.backbone._blocks[-1]._project_conv.weight,
                            reference._blocks[-1]._project_conv.weight)

@@ -361,7 +361,7 @@ def _step_parts(**train: object):
     torch.manual_seed(0)
     mcfg = ModelConfig(image_size=64, grid=2, embed_dim=8, attention_dim=8, hidden_dim=8, dropout=0.0,
                        pretrained="none")
-    model = new_model(mcfg, 12, pretrained=False)
+    model = new_model(mcfg, 12, load_weights=False)
     tcfg = TrainConfig(**train)
     opt = make_optimization(model.decoder, param_groups(model, tcfg), tcfg, torch.device("cpu"))
     captions = torch.tensor([[1, 5, 6, 7, 2], [1, 8, 2, 0, 0], [1, 9, 10, 2, 0]])  # (B, T+1)

@@ -284,7 +284,7 @@ def train(config: Config, out_dir: str | Path, *, resume: bool = False, log: Log
     ckpt = load_resumable(out / "last.pt", config, vocab) if resume else None
     objects = load_val_objects(config)
     model = (resumed_model(ckpt, str(out / "last.pt")) if ckpt is not None
-             else new_model(config.model, len(vocab), pretrained=True))
+             else new_model(config.model, len(vocab), load_weights=True))
     model.to(device)
     sources = make_sources(config, splits, model.encoder, device, dist_info, say)
     dataset = _caption_dataset(config, splits, vocab, sources, say)
