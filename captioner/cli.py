@@ -15,6 +15,7 @@ import warnings
 from pathlib import Path
 from typing import Callable, Sequence
 
+from captioner.data.scene_spec import BACKGROUNDS, SCENE_STYLES
 from captioner.overlay.options import MODES, STYLES, OverlayOptions
 
 EXIT_OK, EXIT_PARTIAL, EXIT_USAGE = 0, 1, 2
@@ -172,12 +173,13 @@ def cmd_scenes(args: argparse.Namespace) -> int:
     from captioner.data.scenes import generate_scenes
 
     try:
-        summary = generate_scenes(args.out, args.num_images, args.seed, size=args.size, novel=args.novel)
+        summary = generate_scenes(args.out, args.num_images, args.seed, size=args.size, novel=args.novel,
+                                  style=args.style)
     except ValueError as err:  # out-of-range --seed or --size, named by the message
         _error(str(err))
         return EXIT_USAGE
     print(json.dumps({"out": str(summary.out), "num_images": summary.num_images,
-                      "splits": summary.split_counts}))
+                      "splits": summary.split_counts, "style": summary.style}))
     return EXIT_OK
 
 
@@ -190,6 +192,9 @@ def _add_scenes(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--novel", action="store_true",
                    help="only scenes with held-out colour-shape pairs (compositional test split)")
+    p.add_argument("--style", default="train", choices=sorted(SCENE_STYLES), metavar="STYLE",
+                   help="background families: train (the six training ones; default), reserved (the three "
+                        "kept out of training, for evaluation), or one family: " + ", ".join(BACKGROUNDS))
     p.set_defaults(func=cmd_scenes, positive=("num_images", "size"))
 
 

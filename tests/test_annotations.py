@@ -88,6 +88,25 @@ def test_coco_records(tmp_path):
     assert load_records(path, images=tmp_path / "imgs")[0].path == tmp_path / "imgs" / "a.png"
 
 
+def test_coco_images_default_to_an_images_folder_only_when_found_there(tmp_path):
+    # The check looks at the file's first image, b.png (records come sorted by id: a, b, c).
+    path = _coco(tmp_path)
+    _image(tmp_path / "images" / "b.png", 1)
+    assert [r.path for r in load_records(path)] == [tmp_path / "images" / n for n in ("a.png", "b.png", "c.png")]
+    # An explicit folder wins, and an image beside the file takes precedence over images/.
+    assert load_records(path, images=tmp_path)[1].path == tmp_path / "b.png"
+    _image(tmp_path / "b.png", 2)
+    assert load_records(path)[1].path == tmp_path / "b.png"
+    # Found nowhere: the file's own folder, as before (loading reads no pixels).
+    (tmp_path / "b.png").unlink()
+    (tmp_path / "images" / "b.png").unlink()
+    assert load_records(path)[1].path == tmp_path / "b.png"
+    # Karpathy files are not affected: filepath/filename stay relative to the file's folder.
+    _image(tmp_path / "images" / "x.jpg", 3)
+    kp = _karpathy(tmp_path, [{"filename": "x.jpg", "split": "test", "imgid": 0, "sentences": []}])
+    assert load_records(kp)[0].path == tmp_path / "x.jpg"
+
+
 def test_karpathy_records(tmp_path):
     path = _karpathy(tmp_path)
     assert detect_format(path) == "karpathy"
@@ -293,13 +312,27 @@ def test_load_instances(tmp_path, capsys):
     assert sizes == {7: (640, 480), 9: (320, 240)}
     assert boxes[7] == [Box("dog", 10.0, 20.0, 30.5, 40.0), Box("person", 100.0, 50.0, 60.0, 200.0)]
     assert boxes[9] == []
+    assert [b.color for b in boxes[7]] == [None, None]  # no `color` field: no colour
     assert instances.objects is None  # no colours: not the synthetic scenes
     assert capsys.readouterr().out == ""  # nothing printed (pycocotools would print progress)
-    # End to end: the loaded boxes feed the metric (dog box covers cells (0..1, 0) of 7x7).
-    peak = np.full((1, 7, 7), 0.0)
-    peak[0, 0, 0] = 1.0
-    res = pointing_game(["dog"], peak, boxes[7], sizes[7], COCO_SYNONYMS, slack=0)
-    assert res.hits == 1
+    # End to end: the loaded boxes feed the metric. On a 7x7 grid over 640x480 a cell is
+    # 91.4 x 68.6 px. The dog box (x 10..40.5, y 20..60) overlaps only cell (0, 0) and misses its
+    # centre (45.7, 34.3): looking there is a slack hit but can never be a strict one. The
+    # person box (x 100..160, y 50..250) holds the centres of cells (1..3, 1).
+    def game(word: str, r: int, c: int, slack: int = 0):
+        peak = np.zeros((1, 7, 7))
+        peak[0, r, c] = 1.0
+        return pointing_game([word], peak, boxes[7], sizes[7], COCO_SYNONYMS, slack=slack)
+
+    dog = game("dog", 0, 0)
+    assert (dog.hits, dog.slack_hits, dog.total, dog.mass_sum) == (0, 1, 1, 0.0)
+    assert (game("dog", 1, 0).hits, game("dog", 1, 0).slack_hits) == (0, 0)
+    assert game("dog", 1, 0, slack=1).slack_hits == 1
+    for r in (1, 2, 3):
+        man = game("man", r, 1)
+        assert (man.hits, man.slack_hits, man.mass_sum) == (1, 1, 1.0)
+    top = game("man", 0, 1)  # the person box overlaps row 0 without holding its centre (34.3)
+    assert (top.hits, top.slack_hits, top.mass_sum) == (0, 1, 0.0)
 
 
 def _break(data: dict, where: str) -> dict:
@@ -376,9 +409,14 @@ def test_scene_instances_carry_objects_only_when_every_annotation_has_a_colour(t
     for ann, color in zip(data["annotations"], ("red", "blue")):
         ann["color"] = color
     path = _write(tmp_path, "scenes.json", data)
-    assert load_instances(path).objects == {7: [("red", "dog"), ("blue", "person")], 9: []}
+    scenes = load_instances(path)
+    assert scenes.objects == {7: [("red", "dog"), ("blue", "person")], 9: []}
+    assert scenes.boxes[7] == [Box("dog", 10.0, 20.0, 30.5, 40.0, color="red"),
+                               Box("person", 100.0, 50.0, 60.0, 200.0, color="blue")]
     del data["annotations"][1]["color"]
-    assert load_instances(_write(tmp_path, "mixed.json", data)).objects is None
+    mixed = load_instances(_write(tmp_path, "mixed.json", data))
+    assert mixed.objects is None
+    assert [b.color for b in mixed.boxes[7]] == ["red", None]  # each box keeps what its annotation says
     data["annotations"] = []
     empty = load_instances(_write(tmp_path, "empty.json", data))
     assert empty == Instances(boxes={7: [], 9: []}, sizes={7: (640, 480), 9: (320, 240)}, objects=None)
@@ -393,6 +431,6 @@ def test_generated_scenes_read_back_as_their_objects(tmp_path):
     for image_id, objects in instances.objects.items():
         anns = [a for a in raw["annotations"] if a["image_id"] == image_id]
         assert objects == [(a["color"], shapes[a["category_id"]]) for a in anns]
-        assert [(b.category, [b.x, b.y, b.w, b.h]) for b in instances.boxes[image_id]] == [
-            (shapes[a["category_id"]], a["bbox"]) for a in anns]
+        assert [(b.category, [b.x, b.y, b.w, b.h], b.color) for b in instances.boxes[image_id]] == [
+            (shapes[a["category_id"]], a["bbox"], a["color"]) for a in anns]
         assert instances.sizes[image_id] == (48, 48)

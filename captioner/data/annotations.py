@@ -75,6 +75,7 @@ class Box:
     y: float
     w: float
     h: float
+    color: str | None = None  # the synthetic scenes' `color` field, where the file has one
 
 
 @dataclass(frozen=True)
@@ -201,8 +202,12 @@ def detect_format(path: str | os.PathLike) -> str:
 def load_records(data: str | os.PathLike, images: str | os.PathLike | None = None) -> list[ImageRecord]:
     """Read ``data`` (annotation JSON or an image folder) into records.
 
-    ``images`` is the directory that image paths in the JSON are relative to; it defaults to the
-    directory holding the JSON file and is not used for folders. COCO records get split
+    ``images`` is the directory that image paths in the JSON are relative to. It defaults to the
+    directory holding the JSON file; for a COCO file whose first image is not found there but is
+    in an ``images/`` folder beside it (the layout ``captioner scenes`` writes, with ``file_name``
+    relative to the image folder as COCO has it), to that folder. Scene datasets written before
+    v0.2 have ``file_name`` "images/...", relative to the file's directory, and still load.
+    It is not used for folders. COCO records get split
     ``"train"`` (the file does not say; the caller decides) and are sorted by image id; Karpathy
     records keep the file's order and splits; folder records get split ``"test"``, image ids
     0..N-1 and no captions. Only annotations are read: use
@@ -215,6 +220,8 @@ def load_records(data: str | os.PathLike, images: str | os.PathLike | None = Non
     fmt = _format_of(obj, p)
     root = Path(images) if images is not None else p.parent
     if fmt == "coco":
+        if images is None:
+            root = _coco_default_root(obj, p.parent)
         return _coco_records(obj, p, root)
     return _karpathy_records(obj, p, root)
 
@@ -227,6 +234,14 @@ _COCO_CAPTION_FIELDS: tuple[Field, ...] = (
     ("image_id", _is_int, "an integer"),
     ("caption", _is_str, "a string"),
 )
+
+
+def _coco_default_root(obj: dict, folder: Path) -> Path:
+    """``folder``, or ``folder/images`` when the first image is only found there."""
+    first = next((im.get("file_name") for im in obj["images"] if isinstance(im, dict)), None)
+    if isinstance(first, str) and first and not (folder / first).exists() and (folder / "images" / first).is_file():
+        return folder / "images"
+    return folder
 
 
 def _coco_records(obj: dict, path: Path, root: Path) -> list[ImageRecord]:
@@ -399,7 +414,8 @@ def load_instances(path: str | os.PathLike) -> Instances:
     sizes = {im["id"]: (im["width"], im["height"]) for im in data["images"]}
     boxes: dict[int, list[Box]] = {image_id: [] for image_id in sizes}
     for ann in data["annotations"]:
-        boxes[ann["image_id"]].append(Box(names[ann["category_id"]], *(float(v) for v in ann["bbox"])))
+        boxes[ann["image_id"]].append(Box(names[ann["category_id"]], *(float(v) for v in ann["bbox"]),
+                                          color=ann.get("color")))
     anns = data["annotations"]
     objects = None
     if anns and all("color" in ann for ann in anns):
