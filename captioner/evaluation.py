@@ -20,7 +20,15 @@ from tqdm import tqdm
 from captioner.captioning import Caption, Captioner
 from captioner.data.annotations import AnnotationError, ImageRecord, detect_format, load_instances, load_records
 from captioner.data.splits import select_split
-from captioner.scoring.grounding import COCO_SYNONYMS, GroundingResult, pointing_game, scene_word_to_category, summarize_grounding
+from captioner.scoring.grounding import (
+    COCO_SYNONYMS,
+    GroundingResult,
+    SceneGrounding,
+    pointing_game,
+    scene_grounding,
+    summarize_grounding,
+    summarize_scene_grounding,
+)
 from captioner.scoring.mentions import mention_scores
 from captioner.scoring.coco_metrics import score_captions
 
@@ -87,14 +95,17 @@ def evaluate(cap: Captioner, data: str | os.PathLike, images: str | os.PathLike 
     if grounding:
         instances = load_instances(grounding)  # read once: boxes, sizes and the scenes' objects
         boxes, sizes, objects = instances.boxes, instances.sizes, instances.objects
-        words = scene_word_to_category() if objects is not None else COCO_SYNONYMS
         missing = [i for i in captions if i not in boxes]
         if missing:
             warnings.append(f"{len(missing)} captioned images have no entry in {grounding}; "
                             f"grounding covers the other {len(captions) - len(missing)}")
-        result = GroundingResult.merge(
-            pointing_game(c.tokens, c.alphas, boxes[i], sizes[i], words) for i, c in captions.items() if i in boxes)
-        scores.update(summarize_grounding(result))
+        grounded = [(c, boxes[i], sizes[i]) for i, c in captions.items() if i in boxes]
+        if objects is not None:  # the scenes: a phrase names one object, by colour and shape
+            scores.update(summarize_scene_grounding(SceneGrounding.merge(
+                scene_grounding(c.tokens, c.alphas, b, size) for c, b, size in grounded)))
+        else:
+            scores.update(summarize_grounding(GroundingResult.merge(
+                pointing_game(c.tokens, c.alphas, b, size, COCO_SYNONYMS) for c, b, size in grounded)))
         if objects is not None:
             scores.update(mention_scores({i: c.tokens for i, c in captions.items()}, objects).summary())
     return EvalReport(scores, captions, warnings)

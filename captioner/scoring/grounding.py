@@ -1,18 +1,24 @@
 """Attention grounding: does the model look at the thing it names?
 
 Caption metrics only compare words. Soft attention also tells us *where* the decoder looked when
-it emitted each word, so for words that name an annotated object class we can check the map
-against the ground-truth boxes, with two numbers:
+it emitted each word, so for words that name an annotated object we can check the map against
+the ground-truth boxes, with three numbers:
 
-* **pointing game** (Zhang et al., "Top-down neural attention by excitation backprop", 2016):
-  a hit when the attention map's maximum lies in a box of the named class. The encoder grid is
-  coarse (7x7 or 14x14 cells for a 224 px image), so a box is dilated by ``slack`` cells before
-  testing; otherwise a small object between two cells could never be hit.
-* **attention mass in box**: the share of the map whose cell centres fall inside the boxes of
-  the named class. Unlike the pointing game it rewards a map that concentrates, not only peaks,
-  on the object.
+* **pointing game, strict** (the headline; Zhang et al., "Top-down neural attention by
+  excitation backprop", 2016): a hit when the centre of the attention map's maximum cell lies
+  inside the named object's box. A map that peaks beside the object is a miss.
+* **pointing game with slack** (secondary): the box is dilated by ``slack`` cells (1 by
+  default) before testing, so a peak in a cell next to the box counts. It is lenient on a
+  coarse grid: it reported 0.96 for a model whose peaks mostly sat just outside the objects.
+* **attention mass in box**: the share of the map whose cell centres fall inside the named
+  object's box. Unlike the pointing game it rewards a map that concentrates, not only peaks,
+  on the object. The maps' mean entropy (nats; log P for a uniform map) says how spread they are.
 
-A named class with no box in the image is *hallucinated*: counted as a miss (and a mass of 0),
+For COCO a word names a class, and any box of that class counts. For the synthetic scenes a
+"<color> <shape>" phrase names one object, and both its colour word and its shape word are
+scored against that object's box (:func:`scene_grounding`).
+
+A named object with no box in the image is *hallucinated*: counted as a miss (and a mass of 0),
 and reported separately so that grounding failures and naming failures can be told apart.
 
 The boxes and image sizes come from :func:`captioner.data.annotations.load_instances`, which
@@ -28,7 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from captioner.data.annotations import Box
-from captioner.data.scene_spec import SHAPES
+from captioner.data.scene_spec import SHAPES, find_mentions
 
 
 class GroundingInputError(ValueError):
@@ -39,19 +45,32 @@ class GroundingInputError(ValueError):
 class GroundingResult:
     """Sufficient statistics of the metrics, so results over images add up exactly.
 
-    ``total`` counts the grounded words, hallucinated ones included; ``mass_sum`` is the sum
-    over those words of the attention mass inside their class's boxes.
+    ``total`` counts the grounded words, hallucinated ones included; ``hits`` are strict hits
+    (the maximum cell's centre inside a box), ``slack_hits`` hits on boxes dilated by the slack;
+    ``mass_sum`` is the sum over the words of the attention mass inside their boxes.
     """
 
     hits: int = 0
+    slack_hits: int = 0
     total: int = 0
     hallucinated: int = 0
     mass_sum: float = 0.0
+    entropy_sum: float = 0.0  # of the words' maps, in nats (log P for a uniform map)
 
     @property
     def accuracy(self) -> float:
-        """Pointing-game accuracy, hits / total; nan when no word was grounded."""
+        """Strict pointing-game accuracy, hits / total; nan when no word was grounded."""
         return self.hits / self.total if self.total else math.nan
+
+    @property
+    def slack_accuracy(self) -> float:
+        """Pointing-game accuracy with the slack, slack_hits / total; nan when none grounded."""
+        return self.slack_hits / self.total if self.total else math.nan
+
+    @property
+    def mean_entropy(self) -> float:
+        """Mean entropy (nats) of the grounded words' maps; nan when no word was grounded."""
+        return self.entropy_sum / self.total if self.total else math.nan
 
     @property
     def mean_mass(self) -> float:
@@ -63,9 +82,11 @@ class GroundingResult:
             return NotImplemented
         return GroundingResult(
             hits=self.hits + other.hits,
+            slack_hits=self.slack_hits + other.slack_hits,
             total=self.total + other.total,
             hallucinated=self.hallucinated + other.hallucinated,
             mass_sum=self.mass_sum + other.mass_sum,
+            entropy_sum=self.entropy_sum + other.entropy_sum,
         )
 
     @classmethod
@@ -131,27 +152,7 @@ def _match_words(tokens: Sequence[str], word_to_category: Mapping[str, str]) -> 
     return mentions
 
 
-def pointing_game(
-    tokens: Sequence[str],
-    alphas: np.ndarray,
-    boxes: Sequence[Box],
-    image_size: tuple[int, int],
-    word_to_category: Mapping[str, str],
-    slack: int = 1,
-) -> GroundingResult:
-    """Pointing-game hits and attention mass for one generated caption.
-
-    Args:
-        tokens: the generated words, one per decoding step (no ``<start>``/padding).
-        alphas: attention maps, (T, G, G) with T == len(tokens); each map sums to 1 (not
-            enforced: mass is reported as-is).
-        boxes: ground-truth boxes of the image, in pixels of ``image_size``.
-        image_size: (width, height) the boxes refer to; the grid is laid over the whole image.
-        word_to_category: lower-case word or phrase -> category name used in ``boxes``.
-        slack: cells by which boxes are dilated for the pointing game (not for the mass).
-
-    A tie for the maximum goes to the first cell in row-major order.
-    """
+def _check_inputs(tokens: Sequence[str], alphas: np.ndarray, image_size: tuple[int, int], slack: int) -> np.ndarray:
     alphas = np.asarray(alphas, dtype=np.float64)
     if alphas.ndim != 3:
         raise GroundingInputError(f"alphas must be (T, G, G), got shape {alphas.shape}")
@@ -165,38 +166,115 @@ def pointing_game(
         raise GroundingInputError(f"image_size must be positive (width, height), got {image_size}")
     if slack < 0:
         raise GroundingInputError(f"slack must be >= 0, got {slack}")
-    grid = (alphas.shape[1], alphas.shape[2])
+    return alphas
+
+
+def _score_word(amap: np.ndarray, boxes: Sequence[Box], image_size: tuple[int, int], slack: int) -> GroundingResult:
+    """One word's map (G, G) against the boxes of what it names; no boxes: hallucinated."""
+    p = amap[amap > 0]
+    entropy = float(-(p * np.log(p)).sum())
+    if not boxes:
+        return GroundingResult(total=1, hallucinated=1, entropy_sum=entropy)
+    grid = (amap.shape[0], amap.shape[1])
+    r, c = np.unravel_index(int(np.argmax(amap)), grid)
+    inside = _centre_mask(boxes, grid, image_size)  # (G, G)
+    slack_hit = False
+    for b in boxes:
+        r0, r1, c0, c1 = _box_cells(b, grid, image_size)
+        slack_hit |= r0 - slack <= r <= r1 + slack and c0 - slack <= c <= c1 + slack
+    return GroundingResult(hits=int(inside[r, c]), slack_hits=int(slack_hit), total=1,
+                           mass_sum=float(amap[inside].sum()), entropy_sum=entropy)
+
+
+def pointing_game(
+    tokens: Sequence[str],
+    alphas: np.ndarray,
+    boxes: Sequence[Box],
+    image_size: tuple[int, int],
+    word_to_category: Mapping[str, str],
+    slack: int = 1,
+) -> GroundingResult:
+    """Pointing-game hits (strict and with slack) and attention mass for one caption, where a
+    word names a class and any box of that class counts.
+
+    Args:
+        tokens: the generated words, one per decoding step (no ``<start>``/padding).
+        alphas: attention maps, (T, G, G) with T == len(tokens); each map sums to 1 (not
+            enforced: mass is reported as-is).
+        boxes: ground-truth boxes of the image, in pixels of ``image_size``.
+        image_size: (width, height) the boxes refer to; the grid is laid over the whole image.
+        word_to_category: lower-case word or phrase -> category name used in ``boxes``.
+        slack: cells by which boxes are dilated for the secondary, lenient hit count.
+
+    A tie for the maximum goes to the first cell in row-major order. A box that contains no cell
+    centre (an object smaller than a cell) can be hit only with slack.
+    """
+    alphas = _check_inputs(tokens, alphas, image_size, slack)
     by_category: dict[str, list[Box]] = {}
     for b in boxes:
         by_category.setdefault(b.category, []).append(b)
-
-    hits = total = hallucinated = 0
-    mass_sum = 0.0
-    for t, category in _match_words(tokens, word_to_category):
-        total += 1
-        cat_boxes = by_category.get(category)
-        if not cat_boxes:
-            hallucinated += 1
-            continue
-        amap = alphas[t]  # (G, G)
-        r, c = np.unravel_index(int(np.argmax(amap)), grid)
-        for b in cat_boxes:
-            r0, r1, c0, c1 = _box_cells(b, grid, image_size)
-            if r0 - slack <= r <= r1 + slack and c0 - slack <= c <= c1 + slack:
-                hits += 1
-                break
-        mass_sum += float(amap[_centre_mask(cat_boxes, grid, image_size)].sum())
-    return GroundingResult(hits=hits, total=total, hallucinated=hallucinated, mass_sum=mass_sum)
+    return GroundingResult.merge(
+        _score_word(alphas[t], by_category.get(category, []), image_size, slack)
+        for t, category in _match_words(tokens, word_to_category))
 
 
-def summarize_grounding(result: GroundingResult) -> dict[str, float]:
-    """Flat dict for logs and result tables."""
+@dataclass(frozen=True)
+class SceneGrounding:
+    """Grounding of the synthetic scenes' "<color> <shape>" phrases, by word kind."""
+
+    shape: GroundingResult = GroundingResult()
+    color: GroundingResult = GroundingResult()
+
+    def __add__(self, other: SceneGrounding) -> SceneGrounding:
+        return SceneGrounding(self.shape + other.shape, self.color + other.color)
+
+    @classmethod
+    def merge(cls, results: Iterable[SceneGrounding]) -> SceneGrounding:
+        total = cls()
+        for result in results:
+            total = total + result
+        return total
+
+
+def scene_grounding(
+    tokens: Sequence[str],
+    alphas: np.ndarray,
+    boxes: Sequence[Box],
+    image_size: tuple[int, int],
+    slack: int = 1,
+) -> SceneGrounding:
+    """Each "<color> [size] <shape>" phrase's colour word and shape word, scored against the box
+    of the object the phrase names (the one with that colour and shape; ``Box.color``).
+
+    A phrase naming a pair the image does not have is hallucinated, for both words: the model
+    named no real object, so there is nothing it should have looked at.
+    """
+    alphas = _check_inputs(tokens, alphas, image_size, slack)
+    shape, color = GroundingResult(), GroundingResult()
+    for m in find_mentions(tokens):
+        target = [b for b in boxes if b.category == m.shape and b.color == m.color]
+        shape = shape + _score_word(alphas[m.shape_index], target, image_size, slack)
+        color = color + _score_word(alphas[m.color_index], target, image_size, slack)
+    return SceneGrounding(shape=shape, color=color)
+
+
+def summarize_grounding(result: GroundingResult, prefix: str = "") -> dict[str, float]:
+    """Flat dict for logs and result tables: the strict pointing game first, then the lenient
+    one (its name assumes the default slack of 1 cell, which evaluation uses), the mass in box,
+    the maps' mean entropy and the counts. ``prefix`` names the word kind ("color_")."""
     return {
-        "pointing_accuracy": result.accuracy,
-        "attention_mass_in_box": result.mean_mass,
-        "grounded_words": float(result.total),
-        "hallucinated_words": float(result.hallucinated),
+        f"{prefix}pointing_strict": result.accuracy,
+        f"{prefix}pointing_slack1": result.slack_accuracy,
+        f"{prefix}attention_mass_in_box": result.mean_mass,
+        f"{prefix}attention_entropy": result.mean_entropy,
+        f"{prefix}grounded_words": float(result.total),
+        f"{prefix}hallucinated_words": float(result.hallucinated),
     }
+
+
+def summarize_scene_grounding(result: SceneGrounding) -> dict[str, float]:
+    """Shape words under the plain names (comparable with COCO's), colour words as ``color_*``."""
+    return summarize_grounding(result.shape) | summarize_grounding(result.color, prefix="color_")
 
 
 # --------------------------------------------------------------------------------------------
@@ -345,7 +423,10 @@ __all__ = [
     "GroundingInputError",
     "GroundingResult",
     "SCENE_SHAPES",
+    "SceneGrounding",
     "pointing_game",
+    "scene_grounding",
     "scene_word_to_category",
     "summarize_grounding",
+    "summarize_scene_grounding",
 ]
