@@ -22,6 +22,7 @@ from captioner.features.inference import inference_encoder
 from captioner.image.loading import ImageLoadError, load_image
 from captioner.image.preprocess import Preprocess, preprocess_for
 from captioner.model.caption_model import CaptionModel
+from captioner.model.hard_attention import DECODE_RULES
 from captioner.words.search import beam_search
 from captioner.words.vocab import Vocab
 
@@ -33,22 +34,31 @@ class Caption:
     text: str
     tokens: list[str]  # without <start> and <end>
     score: float  # log-probability of the caption under the model
-    alphas: np.ndarray  # (len(tokens), G, G), one attention map per word
+    alphas: np.ndarray  # (len(tokens), G, G), one attention map per word; hard attention: the region read
 
 
 @dataclass(frozen=True)
 class SearchOptions:
-    """How captions are decoded: beam width, length limit and the final length normalisation."""
+    """How captions are decoded: beam width, length limit and the final length normalisation.
+
+    `hard_decode` is how a hard-attention model reads each word's context, deterministically:
+    "argmax", the most likely region (its caption's maps are then one-hot: the region read), or
+    "expectation", the alpha-weighted mean, as soft attention reads it (the authors' code does
+    this at test time; the maps are alpha). Soft models ignore it.
+    """
 
     beam_size: int = 3
     max_len: int = 50
     length_penalty: float = 0.0
+    hard_decode: str = "argmax"
 
     def __post_init__(self) -> None:
         if self.beam_size < 1:
             raise ValueError(f"beam_size must be at least 1, got {self.beam_size}")
         if self.max_len < 1:
             raise ValueError(f"max_len must be at least 1, got {self.max_len}")
+        if self.hard_decode not in DECODE_RULES:
+            raise ValueError(f"hard_decode must be one of {tuple(DECODE_RULES)}, got {self.hard_decode!r}")
 
 
 class CaptionedBatch(NamedTuple):
@@ -62,7 +72,7 @@ def decode(model: CaptionModel, vocab: Vocab, features: torch.Tensor, options: S
     G = model.config.grid
     hyps = beam_search(model.decoder, features, start_id=vocab.start_id, end_id=vocab.end_id,
                        pad_id=vocab.pad_id, beam_size=options.beam_size, max_len=options.max_len,
-                       length_penalty=options.length_penalty)
+                       length_penalty=options.length_penalty, hard_decode=options.hard_decode)
     out = []
     for (best,) in hyps:
         words = vocab.decode(best.tokens)
@@ -171,20 +181,21 @@ class Captioner:
                                from_features=from_features, encode_chunk=self.encode_chunk)
 
     def caption_tensors(self, images: torch.Tensor, *, beam_size: int = 3, max_len: int = 50,
-                        length_penalty: float = 0.0) -> list[Caption]:
-        """images (B, 3, S, S), already preprocessed -> one Caption each (a single batch)."""
+                        length_penalty: float = 0.0, hard_decode: str = "argmax") -> list[Caption]:
+        """images (B, 3, S, S), already preprocessed -> one Caption each (a single batch).
+        `hard_decode`: see `SearchOptions`."""
         batch = _Batch(images, torch.arange(len(images)), [], [])
-        [done] = self.caption_batches([batch], SearchOptions(beam_size, max_len, length_penalty))
+        [done] = self.caption_batches([batch], SearchOptions(beam_size, max_len, length_penalty, hard_decode))
         return done.captions
 
     def caption_iter(self, images: Sequence[ImageInput], *, beam_size: int = 3, max_len: int = 50,
-                     batch_size: int = 16, length_penalty: float = 0.0,
-                     num_workers: int = 0) -> Iterator[CaptionResult]:
+                     batch_size: int = 16, length_penalty: float = 0.0, num_workers: int = 0,
+                     hard_decode: str = "argmax") -> Iterator[CaptionResult]:
         """Caption paths or PIL images in batches and yield them in input order as they are done.
         An image that cannot be read gives a result with its error; the others are captioned."""
         loader = DataLoader(_Images(images, self.preprocess), batch_size=batch_size,
                             num_workers=num_workers, collate_fn=_collate)
-        options = SearchOptions(beam_size, max_len, length_penalty)
+        options = SearchOptions(beam_size, max_len, length_penalty, hard_decode)
         for batch in loader:
             [done] = self.caption_batches([batch], options)
             results: dict[int, CaptionResult] = {i: CaptionResult(i, c) for i, c in zip(done.index, done.captions)}
@@ -192,11 +203,12 @@ class Captioner:
             yield from (results[i] for i in sorted(results))
 
     def caption(self, images: Sequence[ImageInput], *, beam_size: int = 3, max_len: int = 50,
-                batch_size: int = 16, length_penalty: float = 0.0) -> list[Caption]:
-        """Caption paths or PIL images, batched. An unreadable file raises `ImageLoadError`."""
+                batch_size: int = 16, length_penalty: float = 0.0, hard_decode: str = "argmax") -> list[Caption]:
+        """Caption paths or PIL images, batched. An unreadable file raises `ImageLoadError`.
+        `hard_decode`: see `SearchOptions`."""
         out = []
-        for result in self.caption_iter(images, beam_size=beam_size, max_len=max_len,
-                                        batch_size=batch_size, length_penalty=length_penalty):
+        for result in self.caption_iter(images, beam_size=beam_size, max_len=max_len, batch_size=batch_size,
+                                        length_penalty=length_penalty, hard_decode=hard_decode):
             if result.error is not None:
                 raise result.error
             out.append(result.caption)

@@ -26,6 +26,10 @@ MENTION_METRICS = ("object_f1", "exact_set_accuracy")
 #: Names that configs and checkpoints written before v0.2 use; read as the new ones.
 RENAMED_METRICS = {"object-F1": "object_f1", "exact-set": "exact_set_accuracy"}
 BACKBONES = ("efficientnet_lite0", "resnet50", "resnet101", "resnet152")
+#: "soft": the context is the alpha-weighted mean of the regions (paper section 4.2);
+#: "hard": one region, sampled from alpha when training (section 4.1).
+ATTENTIONS = ("soft", "hard")
+FEATURE_LAYERS = ("blocks", "head", "stride16")
 
 
 class ConfigError(ValueError):
@@ -41,10 +45,13 @@ class ModelConfig:
     # ResNet: downloaded by torchvision, only because the user asked). "none": random init.
     # Any other value is a path to a local state_dict file for the backbone.
     pretrained: str = "imagenet"
-    # EfficientNet-Lite0 only: "blocks" is the 320-channel output of the last MBConv block,
-    # "head" the 1280-channel output of the 1x1 head conv. ResNets always use layer4.
-    feature_layer: str = "blocks"
-    image_size: int = 448  # the whole image is resized to image_size x image_size
+    # EfficientNet-Lite0: "blocks" is the 320-channel output of the last MBConv block (stride
+    # 32), "head" the 1280-channel output of the 1x1 head conv (stride 32), "stride16" the
+    # 112-channel output of stage 5 (stride 16). ResNets: "stride16" is layer3 (1024 channels),
+    # anything else layer4 (2048, stride 32). "auto" (the default) is "stride16" for
+    # EfficientNet-Lite0 and "blocks" (layer4) for a ResNet; the config keeps the resolved name.
+    feature_layer: str = "auto"
+    image_size: int = 224  # the whole image is resized to image_size x image_size
     grid: int = 14  # G: the encoder map is pooled to G x G regions, P = G * G
     finetune_blocks: int = 0  # 0 = frozen encoder; N = train the last N encoder stages
     embed_dim: int = 256
@@ -52,14 +59,24 @@ class ModelConfig:
     hidden_dim: int = 512
     dropout: float = 0.3
     scorer: str = "additive"
+    # One of ATTENTIONS. Checkpoints written before this field existed are soft.
+    attention: str = "soft"
 
     def __post_init__(self) -> None:
         if self.backbone not in BACKBONES:
             raise ConfigError(f"model.backbone: {self.backbone!r} is not one of {BACKBONES}")
         if self.scorer not in SCORERS:
             raise ConfigError(f"model.scorer: {self.scorer!r} is not one of {SCORERS}")
-        if self.feature_layer not in ("blocks", "head"):
-            raise ConfigError(f"model.feature_layer: {self.feature_layer!r} is not 'blocks' or 'head'")
+        if self.attention not in ATTENTIONS:
+            raise ConfigError(f"model.attention: {self.attention!r} is not one of {ATTENTIONS}")
+        if self.attention == "hard" and self.scorer == "none":
+            # Uniform alpha has no parameters: there is nothing for REINFORCE to learn.
+            raise ConfigError("model.attention: 'hard' needs a learned scorer; model.scorer 'none' "
+                              "is a fixed uniform alpha, so sampling from it learns nothing")
+        if self.feature_layer == "auto":
+            object.__setattr__(self, "feature_layer", "stride16" if self.backbone == "efficientnet_lite0" else "blocks")
+        if self.feature_layer not in FEATURE_LAYERS:
+            raise ConfigError(f"model.feature_layer: {self.feature_layer!r} is not 'auto' or one of {FEATURE_LAYERS}")
         for name in ("image_size", "grid", "embed_dim", "attention_dim", "hidden_dim"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"model.{name}: must be positive, got {getattr(self, name)}")
@@ -67,11 +84,17 @@ class ModelConfig:
             raise ConfigError(f"model.dropout: must be in [0, 1), got {self.dropout}")
         if self.finetune_blocks < 0:
             raise ConfigError(f"model.finetune_blocks: must be >= 0, got {self.finetune_blocks}")
-        side = -(-self.image_size // 32)  # every backbone has stride 32 (TF-"SAME": rounded up)
+        stride = self.feature_stride
+        side = -(-self.image_size // stride)  # TF-"SAME" and ResNet padding both round up
         if self.grid > side:
             raise ConfigError(f"model.grid: {self.grid} is more regions per side than the {side} x {side} "
-                              f"map a {self.image_size} px image gives (stride 32); use at most {side} "
+                              f"map a {self.image_size} px image gives (stride {stride}); use at most {side} "
                               f"or a larger model.image_size")
+
+    @property
+    def feature_stride(self) -> int:
+        """Input pixels per cell of the backbone's feature map (before pooling to the grid)."""
+        return 16 if self.feature_layer == "stride16" else 32
 
 
 @dataclass(frozen=True)
@@ -128,6 +151,16 @@ class TrainConfig:
     seed: int = 0
     feature_cache: bool = True  # frozen encoder: train the decoder from cached grids
     device: str = "auto"
+    # Hard attention only (model.attention = "hard"; paper section 4.1, eq. 12). The values are
+    # those of the authors' arctic-captions capgen.py. lambda_r: weight of the REINFORCE term
+    # (capgen.py divides it by 10); the reward is the caption's log-likelihood per word, as
+    # capgen.py's masked_cost.mean(0) is.
+    hard_reinforce_weight: float = 0.1
+    hard_entropy_weight: float = 0.002  # lambda_e of the entropy bonus H[s] (alpha_entropy_c)
+    hard_baseline_decay: float = 0.9  # b_k = 0.9 b_{k-1} + 0.1 R_k (paper 4.1; baseline_time)
+    # Per image, the probability that its sampled regions are replaced by their expected value,
+    # the soft context (paper 4.1, after Ba et al. 2014; capgen.py's semi_sampling_p = 0.5).
+    hard_expectation_p: float = 0.5
 
     def __post_init__(self) -> None:
         if self.metric not in METRICS:
@@ -151,6 +184,13 @@ class TrainConfig:
             raise ConfigError(f"train.lr_decay_factor: must be in (0, 1), got {self.lr_decay_factor}")
         if not _is_device_name(self.device):
             raise ConfigError(f"train.device: {self.device!r} is not auto, cpu, cuda or cuda:N")
+        for name in ("hard_reinforce_weight", "hard_entropy_weight"):
+            if not getattr(self, name) >= 0:
+                raise ConfigError(f"train.{name}: must be >= 0, got {getattr(self, name)}")
+        if not 0.0 <= self.hard_baseline_decay < 1.0:
+            raise ConfigError(f"train.hard_baseline_decay: must be in [0, 1), got {self.hard_baseline_decay}")
+        if not 0.0 <= self.hard_expectation_p <= 1.0:
+            raise ConfigError(f"train.hard_expectation_p: must be in [0, 1], got {self.hard_expectation_p}")
 
 
 def _is_device_name(name: str) -> bool:

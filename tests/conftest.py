@@ -75,11 +75,12 @@ def chromium() -> Path:
 # ----------------------------------------------------------------------------- tiny models
 
 
-def tiny_decoder(scorer: str = "additive", vocab_size: int = 12, encoder_dim: int = 8, dropout: float = 0.0):
+def tiny_decoder(scorer: str = "additive", vocab_size: int = 12, encoder_dim: int = 8, dropout: float = 0.0,
+                 attention: str = "soft"):
     from captioner.model.decoder import Decoder
 
     return Decoder(vocab_size=vocab_size, encoder_dim=encoder_dim, embed_dim=6, attention_dim=5,
-                   hidden_dim=7, dropout=dropout, scorer=scorer)
+                   hidden_dim=7, dropout=dropout, scorer=scorer, attention=attention)
 
 
 def scene_words() -> tuple[str, ...]:
@@ -90,7 +91,8 @@ def scene_words() -> tuple[str, ...]:
 
 
 def make_tiny_checkpoint(path: Path, *, seed: int, image_size: int = 64, grid: int = 2,
-                         end_bias: float = -20.0, words: Sequence[str] | None = None) -> Path:
+                         end_bias: float = -20.0, words: Sequence[str] | None = None,
+                         attention: str = "soft") -> Path:
     """An untrained, seeded checkpoint of a scenes-vocabulary model; about 100 KB on disk.
 
     Dimensions are 8, and the encoder is EfficientNet-Lite0 with its offline ImageNet weights:
@@ -105,8 +107,10 @@ def make_tiny_checkpoint(path: Path, *, seed: int, image_size: int = 64, grid: i
     from captioner.model.caption_model import CaptionModel
     from captioner.words.vocab import SPECIALS, Vocab
 
-    cfg = Config(model=ModelConfig(image_size=image_size, grid=grid, pretrained="imagenet",
-                                   embed_dim=8, attention_dim=8, hidden_dim=8))
+    # The stride-32 map ("blocks"): at these tiny sizes its cells differ more from scene to scene
+    # than the stride-16 map's, so the tiny model's captions depend on the image.
+    cfg = Config(model=ModelConfig(image_size=image_size, grid=grid, pretrained="imagenet", feature_layer="blocks",
+                                   embed_dim=8, attention_dim=8, hidden_dim=8, attention=attention))
     vocab = Vocab([*SPECIALS, *(scene_words() if words is None else words)])
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

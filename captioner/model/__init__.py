@@ -1,1 +1,2 @@
-"""The captioning model as pure nn.Modules: attention, decoder, encoder + decoder."""
+"""The captioning model as pure nn.Modules: attention (soft; hard_attention: one region per
+word), decoder, encoder + decoder."""

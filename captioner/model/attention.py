@@ -10,7 +10,8 @@ scores e (B, P) that a softmax over regions turns into alpha, so alpha sums to 1
   none        alpha_i = 1/P                                fixed mean pooling, the pre-attention
                                                            encoder-decoder baseline
 Keys that depend only on the image are computed once per image by `project_keys`, not at
-every step.
+every step. Hard attention (`captioner.model.hard_attention`) uses the same alpha as a
+distribution to pick one region from (`Attention.weights`).
 """
 from __future__ import annotations
 
@@ -123,6 +124,13 @@ class Attention(nn.Module):
             part.tanh_()
             torch.mm(part.view(b * K * P, A), w, out=out[i:i + b].view(b * K * P, 1))  # (b*K*P, 1)
         return out.add_(self.score.bias)
+
+    def weights(self, features: torch.Tensor, keys: torch.Tensor, hidden: torch.Tensor, *,
+                sliced: bool = False) -> torch.Tensor:
+        """alpha (B*K, P) alone, for hard attention (`captioner.model.hard_attention`), which
+        reads one region instead of the alpha-weighted sum."""
+        P = features.size(1)
+        return self.scores(features, keys, hidden, sliced=sliced).softmax(dim=2).reshape(-1, P)  # (B*K, P)
 
     def forward(self, features: torch.Tensor, keys: torch.Tensor, hidden: torch.Tensor, *,
                 sliced: bool = False) -> AttentionOutput:

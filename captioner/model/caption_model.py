@@ -7,6 +7,7 @@ from torch import nn
 from captioner.config import ModelConfig
 from captioner.features.encoder import Encoder, encoder_dim
 from captioner.model.decoder import Decoder, DecoderOutput
+from captioner.model.hard_attention import RegionRule
 
 
 class CaptionModel(nn.Module):
@@ -19,15 +20,17 @@ class CaptionModel(nn.Module):
         self.decoder = Decoder(vocab_size=vocab_size, encoder_dim=encoder_dim(config),
                                embed_dim=config.embed_dim, attention_dim=config.attention_dim,
                                hidden_dim=config.hidden_dim, dropout=config.dropout,
-                               scorer=config.scorer)
+                               scorer=config.scorer, attention=config.attention)
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, S, S) -> (B, P, E)."""
         return self.encoder(images)
 
-    def forward(self, images: torch.Tensor, captions: torch.Tensor) -> DecoderOutput:
-        """Teacher-forced logits (B, T, V) and alphas (B, T, P) for captions (B, T+1)."""
-        return self.decoder(self.encode(images), captions)
+    def forward(self, images: torch.Tensor, captions: torch.Tensor, *, rule: RegionRule | None = None,
+                regions: torch.Tensor | None = None) -> DecoderOutput:
+        """Teacher-forced logits (B, T, V) and alphas (B, T, P) for captions (B, T+1); a hard
+        model reads the regions `rule` picks, or the given `regions` (see `Decoder.forward`)."""
+        return self.decoder(self.encode(images), captions, rule=rule, regions=regions)
 
     def decoder_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.decoder.parameters() if p.requires_grad]

@@ -29,7 +29,9 @@ from captioner.data.annotations import ImageRecord
 from captioner.data.datasets import (CaptionBatch, CaptionDataset, EvalDataset, collate_captions, collate_eval,
                                      records_tokens)
 from captioner.model.caption_model import CaptionModel
-from captioner.scoring.losses import doubly_stochastic_penalty, masked_cross_entropy
+from captioner.model.decoder import DecoderOutput
+from captioner.scoring.losses import (HardAttentionTerms, caption_log_likelihood, doubly_stochastic_penalty,
+                                      hard_attention_terms, masked_cross_entropy, updated_baseline)
 from captioner.scoring.mentions import mention_scores
 from captioner.train.data import (Log, Objects, Sources, Splits, load_val_objects, make_sources, make_splits,
                                   stderr_log)
@@ -93,11 +95,20 @@ class Run:
 
 # ----------------------------------------------------------------------------- the step
 class StepLoss(NamedTuple):
-    """The step's loss and its two terms, detached scalars (reading them syncs a GPU)."""
+    """The step's loss and its terms, detached scalars (reading them syncs a GPU)."""
 
     loss: torch.Tensor
     ce: torch.Tensor
     att: torch.Tensor
+    hard: HardAttentionLog | None = None  # hard attention's terms; None for soft attention
+
+
+class HardAttentionLog(NamedTuple):
+    """What a hard-attention step logs, detached scalars."""
+
+    reward: torch.Tensor  # mean per-word log-likelihood of the captions that sampled regions
+    baseline: torch.Tensor  # b after this step
+    entropy: torch.Tensor  # mean entropy of alpha_t, nats
 
 
 def train_step(opt: Optimization, batch: CaptionBatch, *, config: TrainConfig) -> StepLoss:
@@ -105,16 +116,22 @@ def train_step(opt: Optimization, batch: CaptionBatch, *, config: TrainConfig) -
 
     Autocast to `opt.amp_dtype`, masked cross-entropy (with config.label_smoothing) plus the
     doubly stochastic attention penalty (config.alpha_c), backward through the GradScaler,
-    gradient clipping at config.grad_clip (0: none), then the optimizer step.
+    gradient clipping at config.grad_clip (0: none), then the optimizer step. A hard-attention
+    model (`opt.hard`) reads regions sampled for this batch and adds the REINFORCE and entropy
+    terms (`hard_attention_terms`); its baseline moves after the step.
     """
     targets, mask = batch.captions[:, 1:], batch.mask[:, 1:]  # (B, T)
+    rule = opt.hard.sampler(len(batch.captions), config.hard_expectation_p) if opt.hard is not None else None
     with record_function(STEP_PHASES[0]), torch.autocast(batch.captions.device.type,
                                                          dtype=opt.amp_dtype or torch.float32,
                                                          enabled=opt.amp_dtype is not None):
-        pred = opt.net(batch.images, batch.captions)  # logits (B, T, V), alphas (B, T, P)
+        pred = opt.net(batch.images, batch.captions, rule=rule)  # logits (B, T, V), alphas (B, T, P)
         ce = masked_cross_entropy(pred.logits, targets, mask, config.label_smoothing)
         att = doubly_stochastic_penalty(pred.alphas.float(), mask, config.alpha_c)
         loss = ce + att
+        terms = _hard_terms(opt, pred, targets, mask, config) if rule is not None else None
+        if terms is not None:
+            loss = loss + terms.surrogate
     with record_function(STEP_PHASES[1]):
         opt.optimizer.zero_grad(set_to_none=True)
         opt.scaler.scale(loss).backward()
@@ -124,7 +141,28 @@ def train_step(opt: Optimization, batch: CaptionBatch, *, config: TrainConfig) -
             torch.nn.utils.clip_grad_norm_(opt.params, config.grad_clip)
         opt.scaler.step(opt.optimizer)
         opt.scaler.update()
-    return StepLoss(loss.detach(), ce.detach(), att.detach())
+    if terms is None:
+        return StepLoss(loss.detach(), ce.detach(), att.detach())
+    return StepLoss(loss.detach(), ce.detach(), att.detach(), _move_baseline(opt, terms, config))
+
+
+def _hard_terms(opt: Optimization, pred: DecoderOutput, targets: torch.Tensor, mask: torch.Tensor,
+                config: TrainConfig) -> HardAttentionTerms:
+    """REINFORCE against the baseline before this step (b_{k-1}), and the entropy bonus."""
+    with torch.no_grad():
+        reward = caption_log_likelihood(pred.logits, targets, mask)  # (B,)
+    return hard_attention_terms(pred.alphas.float(), pred.regions, mask, reward, opt.hard.baseline,
+                                reinforce_weight=config.hard_reinforce_weight,
+                                entropy_weight=config.hard_entropy_weight)
+
+
+def _move_baseline(opt: Optimization, terms: HardAttentionTerms, config: TrainConfig) -> HardAttentionLog:
+    """b_k from b_{k-1} and this batch's rewards, in place (it is part of `opt`'s state)."""
+    opt.hard.baseline.copy_(updated_baseline(opt.hard.baseline, terms.reward, terms.sampled,
+                                             config.hard_baseline_decay))
+    sampled = terms.sampled.to(terms.reward.dtype)
+    reward = (terms.reward * sampled).sum() / sampled.sum().clamp_min(1.0)
+    return HardAttentionLog(reward, opt.hard.baseline.clone(), terms.entropy)
 
 
 # ----------------------------------------------------------------------------- one epoch
@@ -161,9 +199,10 @@ def train_one_epoch(run: Run, opt: Optimization, state: TrainState, dataset: Cap
         if losses is not None and state.step % t.log_every == 0:
             rate = window_caps * run.dist.world / max(time.perf_counter() - window_t, 1e-9)
             bar.set_postfix(loss=f"{losses.loss.item():.3f}", caps_s=f"{rate:.0f}")
+            hard = {} if losses.hard is None else {k: v.item() for k, v in losses.hard._asdict().items()}
             run.metrics.write(type="train", epoch=state.epoch + 1, step=state.step, loss=losses.loss.item(),
                               ce=losses.ce.item(), att=losses.att.item(), lr=opt.optimizer.param_groups[0]["lr"],
-                              captions_per_s=rate)
+                              captions_per_s=rate, **hard)
             window_t, window_caps = time.perf_counter(), 0
         if t.save_every and state.step % t.save_every == 0:
             _save(run, opt, state, run.last_path)
@@ -289,7 +328,8 @@ def train(config: Config, out_dir: str | Path, *, resume: bool = False, log: Log
     sources = make_sources(config, splits, model.encoder, device, dist_info, say)
     dataset = _caption_dataset(config, splits, vocab, sources, say)
     net = wrap_ddp(model.decoder if sources.from_features else model, device, dist_info)
-    opt = make_optimization(net, param_groups(model, t), t, device)
+    opt = make_optimization(net, param_groups(model, t), t, device, hard_attention=config.model.attention == "hard",
+                            rank=dist_info.rank)
     state = TrainState()
     if ckpt is not None:
         state = restore(ckpt, opt)  # last: the RNG states continue from the checkpoint's

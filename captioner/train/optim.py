@@ -1,5 +1,6 @@
 """What an optimisation step changes: Adam over named parameter groups, the plateau scheduler,
-the GradScaler and the autocast dtype, built from `TrainConfig` in one place."""
+the GradScaler and the autocast dtype, built from `TrainConfig` in one place; for hard
+attention also the REINFORCE baseline and the generator its regions are sampled from."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -10,10 +11,42 @@ from torch import nn
 
 from captioner.config import TrainConfig
 from captioner.model.caption_model import CaptionModel
+from captioner.model.hard_attention import RegionSampler
 
 ParamGroup = dict[str, Any]  # torch.optim's {"params": [...], "lr": ..., "name": ...}
 
 _AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+#: Added to the run's seed for the region sampler's generator, so that it does not replay the
+#: global generator's stream (which dropout draws from) when both are seeded alike.
+SAMPLING_SEED_OFFSET = 0x68617264  # "hard"
+
+
+@dataclass(frozen=True)
+class HardAttentionState:
+    """What a hard-attention step changes besides the weights: the baseline b and the
+    generator the regions are sampled from. Both go into last.pt (`state_dict`), so a resumed
+    run samples what the uninterrupted one would have, against the same baseline."""
+
+    baseline: torch.Tensor  # () float32 on the training device: the moving average of the reward
+    generator: torch.Generator  # on the training device
+
+    @classmethod
+    def seeded(cls, seed: int, device: torch.device) -> HardAttentionState:
+        """b_0 = 0, as capgen.py starts its baseline_time."""
+        generator = torch.Generator(device=device).manual_seed(seed + SAMPLING_SEED_OFFSET)
+        return cls(torch.zeros((), device=device), generator)
+
+    def sampler(self, batch_size: int, expectation_p: float) -> RegionSampler:
+        """The rule one batch is trained with (see `RegionSampler.draw`)."""
+        return RegionSampler.draw(self.generator, batch_size, expectation_p)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """Tensors only, so a checkpoint holding it loads with `weights_only=True`."""
+        return {"baseline": self.baseline.detach().cpu().clone(), "generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.baseline.copy_(state["baseline"])
+        self.generator.set_state(state["generator"])
 
 
 @dataclass(frozen=True)
@@ -30,6 +63,7 @@ class Optimization:
     scheduler: torch.optim.lr_scheduler.ReduceLROnPlateau
     scaler: torch.amp.GradScaler
     amp_dtype: torch.dtype | None  # None: no autocast
+    hard: HardAttentionState | None = None  # a hard-attention model's; None for soft attention
 
     @property
     def params(self) -> list[nn.Parameter]:
@@ -46,12 +80,16 @@ def param_groups(model: CaptionModel, config: TrainConfig) -> list[ParamGroup]:
 
 
 def make_optimization(net: nn.Module, groups: list[ParamGroup], config: TrainConfig,
-                      device: torch.device) -> Optimization:
+                      device: torch.device, *, hard_attention: bool = False, rank: int = 0) -> Optimization:
     """Adam over `groups`, ReduceLROnPlateau on the (maximised) validation metric, and a
-    GradScaler that is active only for CUDA autocast (it is a pass-through otherwise)."""
+    GradScaler that is active only for CUDA autocast (it is a pass-through otherwise).
+
+    `hard_attention`: `net` is a hard-attention model; its sampler is seeded from
+    config.seed + `rank`, so that each rank of a distributed run samples its own regions."""
     optimizer = torch.optim.Adam(groups, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=config.lr_decay_factor,
                                                            patience=config.lr_decay_patience)
     amp_dtype = _AMP_DTYPES.get(config.amp)
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and amp_dtype is not None)
-    return Optimization(net, optimizer, scheduler, scaler, amp_dtype)
+    hard = HardAttentionState.seeded(config.seed + rank, device) if hard_attention else None
+    return Optimization(net, optimizer, scheduler, scaler, amp_dtype, hard)

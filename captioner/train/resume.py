@@ -3,8 +3,10 @@
 `last.pt` records the epoch, the global step and how many batches of the current epoch are
 done. Each epoch's sample order is a permutation seeded by (seed, epoch), so `--resume`
 continues at exactly the next batch of the interrupted epoch, with the RNG states of the moment
-the checkpoint was written; finished epochs are never redone. The weights go through the one
-checkpoint loader (`captioner.checkpoint.build_model`), as for every other reader.
+the checkpoint was written; finished epochs are never redone. A hard-attention run also
+stores its REINFORCE baseline and its region sampler's generator (`hard_attention`). The
+weights go through the one checkpoint loader (`captioner.checkpoint.build_model`), as for
+every other reader.
 """
 from __future__ import annotations
 
@@ -82,6 +84,8 @@ def save_training_checkpoint(path: Path, *, model: CaptionModel, config: Config,
                              opt: Optimization, state: TrainState, **extra: Any) -> Path:
     """last.pt or best.pt: the model checkpoint plus everything `restore` needs, and the
     current RNG states (so call it at the moment the run should continue from)."""
+    if opt.hard is not None:
+        extra = {"hard_attention": opt.hard.state_dict(), **extra}
     return save_checkpoint(path, model=model, config=config, vocab=vocab, epoch=state.epoch, step=state.step,
                            optimizer=opt.optimizer.state_dict(), scheduler=opt.scheduler.state_dict(),
                            scaler=opt.scaler.state_dict(), rng=rng_state(), train_state=state.train_state(),
@@ -127,7 +131,8 @@ def resumed_model(ckpt: dict[str, Any], source: str) -> CaptionModel:
 
 
 def restore(ckpt: dict[str, Any], opt: Optimization) -> TrainState:
-    """Load optimizer, scheduler, scaler and RNG states from `ckpt`; the run's position in it.
+    """Load optimizer, scheduler, scaler and RNG states (and a hard-attention run's baseline and
+    sampler) from `ckpt`; the run's position in it.
 
     Call it last, after everything that draws random numbers while a run is set up (the
     model's initialisation), so the run continues with the checkpoint's RNG states.
@@ -135,5 +140,13 @@ def restore(ckpt: dict[str, Any], opt: Optimization) -> TrainState:
     opt.optimizer.load_state_dict(ckpt["optimizer"])
     opt.scheduler.load_state_dict(ckpt["scheduler"])
     opt.scaler.load_state_dict(ckpt["scaler"])
+    if opt.hard is not None:
+        if "hard_attention" not in ckpt:
+            raise CheckpointError("cannot resume hard attention: the checkpoint has no baseline or sampler "
+                                  "state (hard_attention)")
+        try:
+            opt.hard.load_state_dict(ckpt["hard_attention"])
+        except RuntimeError as err:  # a CPU generator's state does not fit a CUDA one, and back
+            raise CheckpointError(f"cannot resume hard attention's sampler on this device ({err})") from None
     set_rng_state(ckpt["rng"])
     return TrainState.from_checkpoint(ckpt)

@@ -13,6 +13,11 @@ Work that cannot change the result is skipped:
   live hypothesis never raises its score, and the answer is the one running on would give.
 So a batch costs the sum of its captions' lengths rather than its longest caption times the
 batch size.
+
+A hard-attention model is decoded deterministically: each step reads the argmax region
+(`hard_decode="argmax"`, the default), and its hypothesis records that choice as a one-hot
+map, or reads the expectation (`"expectation"`, as the authors' code does at test time), and
+records alpha. Soft models ignore `hard_decode`.
 """
 from __future__ import annotations
 
@@ -22,13 +27,14 @@ from typing import NamedTuple
 import torch
 
 from captioner.model.decoder import Decoder
+from captioner.model.hard_attention import decode_rule, region_map
 
 
 @dataclass(frozen=True)
 class Hypothesis:
     tokens: list[int]  # word ids, without <start> and <end>
     score: float  # sum of log-probabilities of the words and <end>
-    alphas: torch.Tensor  # (len(tokens), P): one attention map per word
+    alphas: torch.Tensor  # (len(tokens), P): one attention map per word (hard attention: the region read)
 
 
 class _Step(NamedTuple):
@@ -72,8 +78,9 @@ def _log_probs(logits: torch.Tensor, banned: tuple[int, ...]) -> torch.Tensor:
 
 @torch.no_grad()
 def greedy_search(decoder: Decoder, features: torch.Tensor, *, start_id: int, end_id: int,
-                  pad_id: int, max_len: int = 50, min_len: int = 1) -> list[Hypothesis]:
+                  pad_id: int, max_len: int = 50, min_len: int = 1, hard_decode: str = "argmax") -> list[Hypothesis]:
     """features (B, P, E) -> one hypothesis per image, taking the argmax word at each step."""
+    rule = decode_rule(hard_decode)
     B = features.size(0)
     keys = decoder.prepare(features)
     state = decoder.init_state(features)
@@ -82,14 +89,14 @@ def greedy_search(decoder: Decoder, features: torch.Tensor, *, start_id: int, en
     scores = features.new_zeros(B, dtype=torch.float32)
     out_tokens, out_alphas = [], []
     for t in range(max_len):
-        out = decoder.step(tokens, state, features, keys, sliced=True)
+        out = decoder.step(tokens, state, features, keys, sliced=True, rule=rule)
         banned = (start_id, pad_id, end_id) if t < min_len else (start_id, pad_id)
         logp = _log_probs(out.logits, banned)  # (B, V)
         best, tokens = logp.max(dim=1)  # (B,), (B,)
         scores += torch.where(finished, torch.zeros_like(best), best)
         finished = finished | (tokens == end_id)
         out_tokens.append(tokens)
-        out_alphas.append(out.alpha.float())
+        out_alphas.append(region_map(out.alpha, out.region).float())
         state = out.state
         if bool(finished.all()):
             break
@@ -102,7 +109,7 @@ def greedy_search(decoder: Decoder, features: torch.Tensor, *, start_id: int, en
 def beam_search(decoder: Decoder, features: torch.Tensor, *, start_id: int, end_id: int,
                 pad_id: int, beam_size: int = 3, max_len: int = 50, min_len: int = 1,
                 length_penalty: float = 0.0, n_best: int = 1, settle_early: bool = True,
-                leave_when: int = 8) -> list[list[Hypothesis]]:
+                leave_when: int = 8, hard_decode: str = "argmax") -> list[list[Hypothesis]]:
     """features (B, P, E) -> for each image, its n_best hypotheses, best first.
 
     <end> is not allowed before `min_len` words (default 1: a caption is never empty, which
@@ -110,6 +117,9 @@ def beam_search(decoder: Decoder, features: torch.Tensor, *, start_id: int, end_
 
     The final ranking divides each score by len**length_penalty (len counts <end>); 0 ranks
     by the raw log-probability, as the paper's implementation does.
+
+    `hard_decode` ("argmax" or "expectation") is how a hard-attention model reads its context
+    (see the module docstring).
 
     Two switches trade nothing in the result for speed (the tests turn them off to check it):
     `settle_early` lets an image stop once its n_best best slots have ended and outscore every
@@ -122,6 +132,7 @@ def beam_search(decoder: Decoder, features: torch.Tensor, *, start_id: int, end_
         raise ValueError(f"n_best must be in 1..beam_size, got {n_best}")
     if max_len < 1:
         raise ValueError(f"max_len must be at least 1, got {max_len}")
+    rule = decode_rule(hard_decode)
     B = features.size(0)
     K = beam_size
     device = features.device
@@ -149,7 +160,7 @@ def beam_search(decoder: Decoder, features: torch.Tensor, *, start_id: int, end_
     done: list[tuple[torch.Tensor, ...] | None] = [None] * B  # per image: tokens, alphas, scores, lengths
     for t in range(max_len):
         Ba = alive.numel()
-        out = decoder.step(tokens, state, features, keys, sliced=True)
+        out = decoder.step(tokens, state, features, keys, sliced=True, rule=rule)
         banned = (start_id, pad_id, end_id) if t < min_len else (start_id, pad_id)
         logp = _log_probs(out.logits, banned)  # (Ba*R, V)
         V = logp.size(1)
@@ -167,7 +178,7 @@ def beam_search(decoder: Decoder, features: torch.Tensor, *, start_id: int, end_
         was_finished = finished[origin]
         lengths = lengths[origin] + (~was_finished).long()
         finished = was_finished | (tokens == end_id)
-        trail.append(_Step(origin, tokens, out.alpha.float()))
+        trail.append(_Step(origin, tokens, region_map(out.alpha, out.region).float()))
         state = type(out.state)(*(s[origin] for s in out.state))
         ended = _settled(finished.view(Ba, K), scores, n_best, early=settle_early, last=t == max_len - 1)
         # Leaving copies the remaining images' features, so wait until an eighth of the batch
