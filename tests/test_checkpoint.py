@@ -154,8 +154,9 @@ def test_leftover_temp_files_are_removed(tmp_path):
 
 def test_a_v0_1_checkpoint_loads_and_captions_as_it_did(tmp_path):
     """tests/fixtures/v0_1_last.pt is a last.pt written by captioner 0.1 (flat modules) from a
-    tiny run; its captions of data/examples were recorded then, with beam 2. Scores may move in
-    float rounding only: captioning now folds the encoder's BatchNorms into its convs."""
+    tiny run; its captions of 0.1's data/examples (kept in fixtures/v0_1_examples) were recorded
+    then, with beam 2. Scores may move in float rounding only: captioning now folds the
+    encoder's BatchNorms into its convs."""
     import json
     from pathlib import Path
 
@@ -163,7 +164,7 @@ def test_a_v0_1_checkpoint_loads_and_captions_as_it_did(tmp_path):
 
     fixtures = Path(__file__).resolve().parent / "fixtures"
     expected = json.loads((fixtures / "v0_1_last_captions.json").read_text())
-    examples = Path(__file__).resolve().parents[1] / "data" / "examples"
+    examples = fixtures / "v0_1_examples"
     cap = load_captioner(fixtures / "v0_1_last.pt", device="cpu")
     names = sorted(expected)
     got = cap.caption([examples / n for n in names], beam_size=2)

@@ -8,7 +8,7 @@ from captioner.config import ConfigError, load_config
 def test_defaults_are_the_default_model():
     cfg = load_config()
     assert cfg.model.backbone == "efficientnet_lite0" and cfg.model.grid == 14
-    assert cfg.model.image_size == 448 and cfg.model.finetune_blocks == 0
+    assert cfg.model.image_size == 224 and cfg.model.feature_layer == "stride16" and cfg.model.finetune_blocks == 0
 
 
 def test_toml_and_overrides(tmp_path):
@@ -36,7 +36,7 @@ def test_toml_and_overrides(tmp_path):
     ("[train]\ndevice = 'foo'\n", "train.device: 'foo' is not auto, cpu, cuda or cuda:N"),
     ("[data]\nnum_workers = -1\n", "data.num_workers: must be >= 0"),
     ("[data]\nmax_val_images = -1\n", "data.max_val_images: must be >= 0"),
-    ("[model]\nimage_size = 64\ngrid = 1000\n", "model.grid: 1000 is more regions per side than the 2 x 2 map"),
+    ("[model]\nimage_size = 64\ngrid = 1000\n", "model.grid: 1000 is more regions per side than the 4 x 4 map"),
 ])
 def test_errors_name_the_file_and_key(tmp_path, text, message):
     path = tmp_path / "bad.toml"

@@ -52,6 +52,63 @@ def test_lite0_grid_shapes(layer):
     assert fmap.shape[-2:] == (14, 14)
 
 
+def test_lite0_stride16_layer_is_stage5_and_pretrained_weights_load():
+    cfg = ModelConfig(image_size=224, grid=14, feature_layer="stride16")
+    enc = load_pretrained(Encoder(config=cfg), cfg).eval()
+    assert encoder_dim(cfg) == 112 and cfg.feature_stride == 16
+    assert len(enc.backbone._blocks) == 11 and len(enc.stages) == 6  # stem + stages 1-5
+    with torch.no_grad():
+        fmap = enc.feature_map(torch.randn(1, 3, 224, 224))
+        whole = ModelConfig(image_size=224, grid=7, feature_layer="blocks")
+        full = load_pretrained(Encoder(config=whole), whole).eval()
+        x = torch.randn(1, 3, 224, 224)
+        # The same weights as the whole network's first 11 blocks: stage 5's output, unchanged.
+        trunk = full.backbone
+        h = torch.nn.functional.relu6(trunk._bn0(trunk._conv_stem(x)))
+        for block in trunk._blocks[:11]:
+            h = block(h)
+        assert torch.allclose(enc.feature_map(x), h, atol=1e-5)
+    assert fmap.shape == (1, 112, 14, 14)
+
+
+def test_auto_feature_layer_is_stride16_for_lite0_and_layer4_for_resnets():
+    assert ModelConfig().feature_layer == "stride16"
+    assert ModelConfig(backbone="resnet101", image_size=448).feature_layer == "blocks"
+    assert encoder_dim(ModelConfig(backbone="resnet101", image_size=448)) == 2048
+
+
+def test_grid_is_checked_against_the_feature_stride():
+    from captioner.config import ConfigError
+
+    ModelConfig(image_size=224, grid=14, feature_layer="stride16")  # 224 / 16 = 14
+    with pytest.raises(ConfigError, match="stride 32"):
+        ModelConfig(image_size=224, grid=14, feature_layer="blocks")  # 7 x 7 map
+    with pytest.raises(ConfigError, match="model.feature_layer"):
+        ModelConfig(feature_layer="layer3")
+
+
+def test_feature_layers_name_different_caches():
+    from captioner.features.cache import CacheKey
+
+    keys = {CacheKey.for_model(ModelConfig(image_size=448, grid=14, feature_layer=layer, pretrained="none"))
+            for layer in ("blocks", "head", "stride16")}
+    assert len(keys) == 3
+    resnet = [CacheKey.for_model(ModelConfig(backbone="resnet50", image_size=448, grid=14, feature_layer=layer,
+                                             pretrained="none")).feature_layer for layer in ("blocks", "stride16")]
+    assert resnet == ["layer4", "layer3"]
+
+
+def test_resnet_stride16_is_layer3():
+    cfg = ModelConfig(backbone="resnet50", pretrained="none", image_size=64, grid=4, feature_layer="stride16",
+                      finetune_blocks=1)
+    enc = Encoder(config=cfg)
+    with torch.no_grad():
+        out = enc.eval()(torch.randn(1, 3, 64, 64))
+    assert out.shape == (1, 16, 1024) and encoder_dim(cfg) == 1024
+    assert enc.backbone.layer4 is None and "layer4" not in {k.split(".")[0] for k in enc.backbone.state_dict()}
+    assert {n.split(".")[1] for n, p in enc.named_parameters() if p.requires_grad} == {"layer3"}
+
+
 def test_resnet_without_download_and_finetune_groups():
     cfg = ModelConfig(backbone="resnet50", pretrained="none", image_size=64, grid=2, finetune_blocks=1)
     enc = Encoder(config=cfg)
@@ -101,13 +158,15 @@ def test_modules_read_no_weight_files(monkeypatch):
     CaptionModel(config=ModelConfig(image_size=64, grid=2, pretrained="imagenet"), vocab_size=8)
 
 
-def test_new_model_loads_the_offline_imagenet_weights():
-    cfg = ModelConfig(image_size=64, grid=2, pretrained="imagenet")
+@pytest.mark.parametrize("layer", ["blocks", "stride16"])
+def test_new_model_loads_the_offline_imagenet_weights(layer):
+    cfg = ModelConfig(image_size=64, grid=2, pretrained="imagenet", feature_layer=layer)
     reference = load_lite0_imagenet(EfficientNetLite0())
     model = new_model(cfg, vocab_size=8)
-    assert torch.equal(model.encoder.backbone._blocks[-1]._project_conv.weight,
-                       reference._blocks[-1]._project_conv.weight)
+    last = len(model.encoder.backbone._blocks) - 1  # 15, or 10 for stage 5
+    assert torch.equal(model.encoder.backbone._blocks[last]._project_conv.weight,
+                       reference._blocks[last]._project_conv.weight)
     assert torch.equal(model.encoder.backbone._blocks[3]._bn1.running_var, reference._blocks[3]._bn1.running_var)
     fresh = new_model(cfg, vocab_size=8, load_weights=False)
-    assert not torch.equal(fresh.encoder.backbone._blocks[-1]._project_conv.weight,
-                           reference._blocks[-1]._project_conv.weight)
+    assert not torch.equal(fresh.encoder.backbone._blocks[last]._project_conv.weight,
+                           reference._blocks[last]._project_conv.weight)

@@ -52,7 +52,8 @@ class CacheKey:
         if weights not in ("imagenet", "none"):
             st = Path(weights).stat()
             weights = f"{Path(weights).resolve()}:{st.st_size}:{st.st_mtime_ns}"
-        layer = config.feature_layer if config.backbone.startswith("efficientnet") else "layer4"
+        layer = config.feature_layer if config.backbone.startswith("efficientnet") else (
+            "layer3" if config.feature_layer == "stride16" else "layer4")
         return cls(config.backbone, weights, layer, config.image_size, config.grid)
 
 

@@ -31,6 +31,11 @@ LITE0_STAGES: tuple[tuple[int, int, int, int, int, int], ...] = (
 STEM_CHANNELS = 32
 HEAD_CHANNELS = 1280
 LAST_BLOCK_CHANNELS = 320
+STRIDE16_CHANNELS = 112  # the output of stage 5, the last stage at stride 16
+STRIDE16_BLOCKS = sum(r for r, *_ in LITE0_STAGES[:5])  # blocks up to and including stage 5
+#: feature layer -> (channels, stride) of the map it gives
+FEATURE_LAYERS = {"blocks": (LAST_BLOCK_CHANNELS, 32), "head": (HEAD_CHANNELS, 32),
+                  "stride16": (STRIDE16_CHANNELS, 16)}
 
 
 class Conv2dSame(nn.Conv2d):
@@ -77,7 +82,7 @@ class MBConvBlock(nn.Module):
 
 
 class EfficientNetLite0(nn.Module):
-    """EfficientNet-Lite0; `forward_features` returns the unpooled stride-32 map.
+    """EfficientNet-Lite0; `forward_features` returns the unpooled feature map.
 
     `feature_extractor` turns it into the trunk an encoder uses. Weights are loaded elsewhere
     (`captioner.features.pretrained`): this module only computes.
@@ -99,23 +104,30 @@ class EfficientNetLite0(nn.Module):
         self._bn1 = _bn(HEAD_CHANNELS)
         self._fc = nn.Linear(HEAD_CHANNELS, 1000)
 
-    def feature_extractor(self, *, head: bool) -> "EfficientNetLite0":
-        """Drop the classifier, and with `head=False` the 1x1 head conv too (the map is then the
-        last MBConv block's 320 channels instead of 1280). In place; returns self.
+    def feature_extractor(self, *, layer: str) -> "EfficientNetLite0":
+        """Keep the layers up to `layer` (a key of FEATURE_LAYERS) and drop the rest, in place;
+        returns self. "head": the 1280-channel 1x1 head conv, stride 32; "blocks": the last MBConv
+        block's 320 channels, stride 32; "stride16": stage 5's 112 channels, stride 16.
 
         The layers are built whole and then removed, rather than never built, so that a seed
         initialises the rest of a model exactly as it did before.
         """
+        if layer not in FEATURE_LAYERS:
+            raise ValueError(f"feature layer {layer!r} is not one of {sorted(FEATURE_LAYERS)}")
         del self._fc
-        if not head:
+        if layer != "head":
             del self._conv_head, self._bn1
             self.has_head = False
+        if layer == "stride16":
+            self._blocks = self._blocks[:STRIDE16_BLOCKS]
         return self
 
     def stages(self) -> list[list[nn.Module]]:
         """The trainable units from input to output: stem, the 7 stages, and the head if built."""
         stages, start = [[self._conv_stem, self._bn0]], 0
         for repeats, *_ in LITE0_STAGES:
+            if start >= len(self._blocks):
+                break
             stages.append(list(self._blocks[start:start + repeats]))
             start += repeats
         if self.has_head:
@@ -135,7 +147,8 @@ class EfficientNetLite0(nn.Module):
         return pairs
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 3, S, S) scaled input -> (B, C, S/32, S/32): C = 1280 after the head, else 320."""
+        """(B, 3, S, S) scaled input -> (B, C, S/s, S/s): C and stride s by the kept layers
+        (FEATURE_LAYERS)."""
         x = F.relu6(self._bn0(self._conv_stem(x)))
         for block in self._blocks:
             x = block(x)

@@ -1,4 +1,4 @@
-"""Image -> region features: a CNN backbone whose stride-32 map becomes a G x G grid.
+"""Image -> region features: a CNN backbone whose stride-16 or stride-32 map becomes a G x G grid.
 
 Its preprocessing (`captioner.image.preprocess.preprocess_for`) travels with the backbone's
 config, because each set of weights was trained with its own input scaling.
@@ -13,14 +13,14 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from captioner.config import ModelConfig
-from captioner.features.efficientnet_lite import HEAD_CHANNELS, LAST_BLOCK_CHANNELS, EfficientNetLite0
+from captioner.features.efficientnet_lite import FEATURE_LAYERS, EfficientNetLite0
 
 
 def encoder_dim(config: ModelConfig) -> int:
     """E, the channel count of the region features."""
     if config.backbone == "efficientnet_lite0":
-        return LAST_BLOCK_CHANNELS if config.feature_layer == "blocks" else HEAD_CHANNELS
-    return 2048
+        return FEATURE_LAYERS[config.feature_layer][0]
+    return 1024 if config.feature_layer == "stride16" else 2048
 
 
 def weights_are_offline(config: ModelConfig) -> bool:
@@ -50,19 +50,23 @@ class ResNetTrunk(nn.Module):
     `fc.*`) and checkpoints with a stored ResNet encoder load as before.
     """
 
-    def __init__(self, net: nn.Module) -> None:
+    def __init__(self, net: nn.Module, *, stride16: bool = False) -> None:
         super().__init__()
         self.conv1, self.bn1, self.relu, self.maxpool = net.conv1, net.bn1, net.relu, net.maxpool
-        self.layer1, self.layer2, self.layer3, self.layer4 = net.layer1, net.layer2, net.layer3, net.layer4
+        self.layer1, self.layer2, self.layer3 = net.layer1, net.layer2, net.layer3
+        self.layer4 = None if stride16 else net.layer4
+
+    def layers(self) -> list[nn.Module]:
+        return [m for m in (self.layer1, self.layer2, self.layer3, self.layer4) if m is not None]
 
     def stages(self) -> list[list[nn.Module]]:
-        """The trainable units from input to output: stem, then layer1 .. layer4."""
-        return [[self.conv1, self.bn1], [self.layer1], [self.layer2], [self.layer3], [self.layer4]]
+        """The trainable units from input to output: stem, then layer1 .. layer4 (or layer3)."""
+        return [[self.conv1, self.bn1]] + [[layer] for layer in self.layers()]
 
     def conv_bn_pairs(self) -> list[tuple[nn.Module, str, str]]:
         """(parent, conv name, BatchNorm name) for every BatchNorm that follows a conv directly."""
         pairs: list[tuple[nn.Module, str, str]] = [(self, "conv1", "bn1")]
-        for layer in (self.layer1, self.layer2, self.layer3, self.layer4):
+        for layer in self.layers():
             for block in layer:
                 pairs += [(block, f"conv{i}", f"bn{i}") for i in (1, 2, 3) if hasattr(block, f"conv{i}")]
                 if block.downsample is not None:
@@ -70,18 +74,21 @@ class ResNetTrunk(nn.Module):
         return pairs
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 3, S, S) -> (B, 2048, S/32, S/32) for ResNet-50/101/152."""
+        """(B, 3, S, S) -> (B, 2048, S/32, S/32) for ResNet-50/101/152; (B, 1024, S/16, S/16)
+        when built without layer4 (feature layer "stride16")."""
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        x = self.layer3(self.layer2(self.layer1(x)))
+        return self.layer4(x) if self.layer4 is not None else x
 
 
 def build_backbone(config: ModelConfig) -> nn.Module:
     """The backbone's architecture with freshly initialised weights (no file is read)."""
     if config.backbone == "efficientnet_lite0":
-        return EfficientNetLite0().feature_extractor(head=config.feature_layer == "head")
+        return EfficientNetLite0().feature_extractor(layer=config.feature_layer)
     import torchvision
 
-    return ResNetTrunk(getattr(torchvision.models, config.backbone)(weights=None))
+    net = getattr(torchvision.models, config.backbone)(weights=None)
+    return ResNetTrunk(net, stride16=config.feature_layer == "stride16")
 
 
 class Encoder(nn.Module):
@@ -121,14 +128,18 @@ class Encoder(nn.Module):
         return self
 
     def feature_map(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, 3, S, S) -> (B, E, h, w), the backbone's stride-32 map."""
+        """(B, 3, S, S) -> (B, E, h, w), the backbone's stride-16 or stride-32 map."""
         return self.backbone.forward_features(images.contiguous(memory_format=torch.channels_last))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        fmap = self.feature_map(images)  # (B, E, h, w)
-        if fmap.shape[-2:] != (self.grid, self.grid):
-            fmap = F.adaptive_avg_pool2d(fmap, self.grid)  # (B, E, G, G)
-        return fmap.flatten(2).transpose(1, 2)  # (B, P, E)
+        return to_regions(self.feature_map(images), self.grid)
+
+
+def to_regions(fmap: torch.Tensor, grid: int) -> torch.Tensor:
+    """(B, E, h, w) feature map -> (B, P, E) regions, average-pooled to G x G if need be."""
+    if fmap.shape[-2:] != (grid, grid):
+        fmap = F.adaptive_avg_pool2d(fmap, grid)  # (B, E, G, G)
+    return fmap.flatten(2).transpose(1, 2)  # (B, P, E)
 
 
 def fuse_batchnorm(encoder: Encoder) -> Encoder:

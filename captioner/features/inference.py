@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from captioner.features.encoder import Encoder, fuse_batchnorm
+from captioner.features.encoder import Encoder, fuse_batchnorm, to_regions
 
 ENGINES = ("auto", "torch", "onnx")
 
@@ -37,8 +37,10 @@ class OnnxEncoder(nn.Module):
         example = torch.zeros(1, 3, image_size, image_size)
         with warnings.catch_warnings():  # the tracer's notes on shape-dependent Python branches
             warnings.simplefilter("ignore")
-            torch.onnx.export(encoder.eval(), example, buf, input_names=["images"], output_names=["features"],
-                              dynamic_axes={"images": {0: "batch"}, "features": {0: "batch"}},
+            # The CNN alone: pooling its map to the grid stays in torch (`to_regions`), since
+            # ONNX cannot export an adaptive pool once TF-"SAME" padding makes the sizes dynamic.
+            torch.onnx.export(_FeatureMap(encoder.eval()), example, buf, input_names=["images"],
+                              output_names=["features"], dynamic_axes={"images": {0: "batch"}, "features": {0: "batch"}},
                               opset_version=17, dynamo=False)
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or torch.get_num_threads()
@@ -49,7 +51,18 @@ class OnnxEncoder(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = np.ascontiguousarray(images.detach().cpu().numpy(), dtype=np.float32)
-        return torch.from_numpy(self.session.run(None, {"images": x})[0])  # (B, P, E)
+        return to_regions(torch.from_numpy(self.session.run(None, {"images": x})[0]), self.grid)  # (B, P, E)
+
+
+class _FeatureMap(nn.Module):
+    """The encoder's unpooled map, (B, 3, S, S) -> (B, E, h, w): what ONNX Runtime runs."""
+
+    def __init__(self, encoder: Encoder) -> None:
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.encoder.feature_map(images)
 
 
 def inference_encoder(encoder: Encoder, *, image_size: int, device: torch.device,
