@@ -1,0 +1,84 @@
+"""The model card's table: evaluate checkpoints on the scene test sets and write one table.
+
+    .venv/bin/python data/model_card.py --out runs/model-card \
+        --sets datasets/scenes-heldout datasets/scenes-reserved datasets/scenes-novel \
+        --checkpoints default runs/scenes-none/best.pt
+
+`make model-card` runs it after generating the sets. Each set is a `captioner scenes` folder;
+every image in its captions.json is captioned (beam 3) and scored with
+`captioner.evaluation.evaluate`, the same code as `captioner evaluate --grounding`. It writes
+`<out>/<checkpoint>__<set>.json` (all scores) and `<out>/card.md` (the table the README's model
+card copies), strict metrics first and the lenient pointing game beside them.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+from captioner.api import load_captioner
+from captioner.evaluation import evaluate
+
+#: (score key, row label) in table order: the strict form of each metric before its lenient one.
+ROWS = (
+    ("object_f1", "object F1 of \"<color> <shape>\""),
+    ("exact_set_accuracy", "exact-set accuracy"),
+    ("object_precision", "object precision"),
+    ("object_recall", "object recall"),
+    ("pointing_strict", "pointing game, strict (shape word)"),
+    ("pointing_slack1", "pointing game, 1-cell slack (shape word)"),
+    ("attention_mass_in_box", "attention mass in box (shape word)"),
+    ("color_pointing_strict", "pointing game, strict (colour word)"),
+    ("color_pointing_slack1", "pointing game, 1-cell slack (colour word)"),
+    ("color_attention_mass_in_box", "attention mass in box (colour word)"),
+    ("grounded_words", "phrases scored (hallucinated ones count as misses)"),
+    ("hallucinated_words", "phrases naming no object of the image"),
+    ("BLEU-4", "BLEU-4"),
+    ("METEOR", "METEOR"),
+    ("CIDEr-D", "CIDEr-D"),
+)
+
+
+def _name(checkpoint: str) -> str:
+    return "default" if checkpoint == "default" else Path(checkpoint).parent.name or Path(checkpoint).stem
+
+
+def _cell(value: object) -> str:
+    if isinstance(value, float):
+        return "n/a" if math.isnan(value) else (f"{value:.0f}" if value >= 10 else f"{value:.3f}")
+    return "n/a" if value is None else str(value)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("--sets", nargs="+", required=True, help="`captioner scenes` output folders")
+    parser.add_argument("--checkpoints", nargs="+", default=["default"], help="'default': the embedded model")
+    parser.add_argument("--beam-size", type=int, default=3)
+    parser.add_argument("--no-java", action="store_true", help="Python PTB tokenizer, no METEOR")
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    columns: list[tuple[str, dict]] = []
+    for checkpoint in args.checkpoints:
+        cap = load_captioner(None if checkpoint == "default" else checkpoint, device="cpu")
+        for folder in map(Path, args.sets):
+            start = time.perf_counter()
+            report = evaluate(cap, folder / "captions.json", beam_size=args.beam_size,
+                              grounding=folder / "instances.json", java=False if args.no_java else None)
+            scores = dict(report.scores, seconds=round(time.perf_counter() - start, 1))
+            name = f"{_name(checkpoint)}__{folder.name}"
+            (args.out / f"{name}.json").write_text(json.dumps(scores, indent=1) + "\n")
+            columns.append((f"{_name(checkpoint)}: {folder.name} ({scores['images']} images)", scores))
+            print(name, json.dumps({k: scores.get(k) for k, _ in ROWS[:7]}), flush=True)
+    lines = ["| metric (beam %d) | %s |" % (args.beam_size, " | ".join(c for c, _ in columns)),
+             "|---|" + "--:|" * len(columns)]
+    lines += [f"| {label} | " + " | ".join(_cell(s.get(key)) for _, s in columns) + " |" for key, label in ROWS]
+    (args.out / "card.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
