@@ -106,7 +106,7 @@ def cmd_caption(args: argparse.Namespace) -> int:
     used_stems: set[str] = set()
     workers = CAPTION_WORKERS.get(cap.device.type, 0) if args.workers is None else args.workers
     results = cap.caption_iter(paths, beam_size=args.beam_size, max_len=args.max_len,
-                               batch_size=args.batch_size, num_workers=workers)
+                               batch_size=args.batch_size, num_workers=workers, hard_decode=args.hard_decode)
     # A progress bar only when stderr is a terminal (tqdm's disable=None); messages go through
     # tqdm.write so that they do not tear it.
     bar = tqdm(results, total=len(paths), unit="img", file=sys.stderr, disable=None, leave=False)
@@ -148,6 +148,9 @@ def _add_caption(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", default=None, help="model checkpoint (default: the embedded model)")
     p.add_argument("--beam-size", type=int, default=3)
     p.add_argument("--max-len", type=int, default=50)
+    p.add_argument("--hard-decode", choices=["argmax", "expectation"], default="argmax",
+                   help="hard-attention models only: read each word's most likely region (default; the "
+                        "overlay shows it) or the alpha-weighted mean, as the paper's code does at test time")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--workers", type=int, default=None,
                    help="processes that decode and resize images while the model runs (0: in this process; "

@@ -421,6 +421,11 @@ def test_hard_checkpoint_through_the_cli_with_overlays(tmp_path, scene_images, c
     for image in scene_images:
         with Image.open(out_dir / f"{image.stem}.png") as png:
             assert png.format == "PNG"
+    # --hard-decode expectation: the maps are alpha itself, not one-hot.
+    code = main(["caption", *map(str, scene_images), "--checkpoint", str(path), "--json", "--max-len", "4",
+                 "--device", "cpu", "--hard-decode", "expectation"])
+    lines = capsys.readouterr().out.splitlines()
+    assert code == 0 and any(not set(np.unique(json.loads(line)["alphas"])) <= {0.0, 1.0} for line in lines)
 
 
 def test_old_checkpoints_are_soft():
