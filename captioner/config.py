@@ -152,10 +152,11 @@ class TrainConfig:
     feature_cache: bool = True  # frozen encoder: train the decoder from cached grids
     device: str = "auto"
     # Hard attention only (model.attention = "hard"; paper section 4.1, eq. 12). The values are
-    # those of the authors' arctic-captions capgen.py. lambda_r: weight of the REINFORCE term
-    # (capgen.py divides it by 10); the reward is the caption's log-likelihood per word, as
-    # capgen.py's masked_cost.mean(0) is.
-    hard_reinforce_weight: float = 0.1
+    # those of the authors' arctic-captions capgen.py where they carry over. lambda_r: weight of
+    # the REINFORCE term; at 1 the gradient is an unbiased estimate of the lower bound's
+    # (scoring.losses.hard_attention_terms; capgen.py scales its batch-summed term by 1/10
+    # instead, which is not comparable). The reward is the caption's log-likelihood per word.
+    hard_reinforce_weight: float = 1.0
     hard_entropy_weight: float = 0.002  # lambda_e of the entropy bonus H[s] (alpha_entropy_c)
     hard_baseline_decay: float = 0.9  # b_k = 0.9 b_{k-1} + 0.1 R_k (paper 4.1; baseline_time)
     # Per image, the probability that its sampled regions are replaced by their expected value,

@@ -84,14 +84,14 @@ def _relative_error(estimate: dict[str, torch.Tensor] | torch.Tensor, exact: dic
 
 # ----------------------------------------------------------------------------- the estimator
 def test_estimator_mean_is_the_exact_gradient():
-    """With lambda_r = T (per-word reward, per-word loss) and no entropy bonus, the training
+    """With lambda_r = 1 (the default) and no entropy bonus, the training
     gradient is an unbiased estimate of d E_s[CE]: its mean over 10,000 samples matches the
     enumerated gradient, for the image's features and for every parameter; without the
     REINFORCE term (pathwise gradient alone) it does not, and the attention's own parameters
     get no gradient at all."""
     dec, image = _toy()
     exact_feats, exact_params, mean_reward = _exact(dec, image)
-    per_copy, params = _estimate(dec, image, n=10_000, baseline=mean_reward, reinforce_weight=T)
+    per_copy, params = _estimate(dec, image, n=10_000, baseline=mean_reward, reinforce_weight=1.0)
     mean, se = per_copy.mean(dim=0), per_copy.std(dim=0) / per_copy.size(0) ** 0.5
     assert float(((mean - exact_feats).abs() / se).max()) < 5.0  # within 5 standard errors everywhere
     assert _relative_error(mean, exact_feats) < 0.05
@@ -105,8 +105,8 @@ def test_estimator_mean_is_the_exact_gradient():
 def test_baseline_reduces_the_variance_without_changing_the_mean():
     dec, image = _toy()
     exact_feats, _, mean_reward = _exact(dec, image)
-    plain, _ = _estimate(dec, image, n=5_000, baseline=0.0, reinforce_weight=T)
-    based, _ = _estimate(dec, image, n=5_000, baseline=mean_reward, reinforce_weight=T)
+    plain, _ = _estimate(dec, image, n=5_000, baseline=0.0, reinforce_weight=1.0)
+    based, _ = _estimate(dec, image, n=5_000, baseline=mean_reward, reinforce_weight=1.0)
     for per_copy in (plain, based):
         se = per_copy.std(dim=0) / per_copy.size(0) ** 0.5
         assert float(((per_copy.mean(dim=0) - exact_feats).abs() / se).max()) < 5.0
@@ -132,6 +132,14 @@ def test_entropy_bonus_is_the_mean_entropy_of_alpha():
     # Step 1 read the expectation: its only gradient is the entropy's, zero at the uniform alpha
     # up to a constant that the softmax removes.
     assert torch.allclose(alphas.grad[0, 1], alphas.grad[0, 1].mean().expand(4), atol=1e-7)
+    # Descending the surrogate (no REINFORCE) through a softmax raises a peaked map's entropy.
+    logits = torch.tensor([[[2.0, 0.5, 0.0, -1.0]]], requires_grad=True)  # (B, T, P)
+    before = torch.distributions.Categorical(logits=logits.detach()).entropy()
+    terms = hard_attention_terms(logits.softmax(dim=2), torch.tensor([[0]]), torch.tensor([[True]]),
+                                 torch.tensor([-1.0]), torch.tensor(0.0), reinforce_weight=0.0, entropy_weight=1.0)
+    terms.surrogate.backward()
+    after = torch.distributions.Categorical(logits=(logits - 0.1 * logits.grad).detach()).entropy()
+    assert float(after) > float(before) + 1e-3
 
 
 def test_baseline_moves_only_with_sampled_captions():
@@ -455,7 +463,7 @@ def test_config_defaults_are_soft_and_the_papers_values():
     assert cfg.model.attention == "hard" and load_config().model.attention == "soft"
     t = cfg.train
     assert (t.hard_reinforce_weight, t.hard_entropy_weight, t.hard_baseline_decay, t.hard_expectation_p) == (
-        0.1, 0.002, 0.9, 0.5)
+        1.0, 0.002, 0.9, 0.5)
 
 
 def test_expected_focus_reads_alpha_everywhere():

@@ -70,16 +70,17 @@ def hard_attention_terms(alphas: torch.Tensor, regions: torch.Tensor, mask: torc
     baseline () the moving average b. The likelihood term of eq. 12 is the cross-entropy of
     the captions given the regions read, which the caller computes; this adds
 
-        -(1/N) sum_{n,t} m_nt [ lambda_r (R_n - b) log alpha_nt(s_nt) + lambda_e H(alpha_nt) ]
+        -lambda_r (1/B) sum_n (R_n - b) sum_t m_nt log alpha_nt(s_nt)  -  lambda_e (1/N) sum_{n,t} m_nt H(alpha_nt)
 
-    with N = sum m, the cross-entropy's own per-word normalisation, and R_n, b held constant.
-    Steps that read the expectation sampled nothing, so have no REINFORCE term (their gradient
-    flows through the soft context); the entropy bonus applies to every step. As in eq. 12,
-    every term is a mean over the batch (capgen.py adds its REINFORCE and entropy gradients
-    summed over the batch to a batch-mean likelihood, so its effective weights grow with the
-    batch size). With captions of T words, lambda_r = T and lambda_e = 0 make the whole
-    gradient an unbiased estimate of the gradient of E_s[cross-entropy] (tested); smaller
-    lambda_r, as the paper's 0.1, damps the high-variance REINFORCE part.
+    with B the captions, N = sum m the words, and R_n, b held constant. R_n is the caption's
+    per-word log-likelihood, so the score-function term of the per-word cross-entropy's
+    gradient is (R_n - b) times the sum (not the mean) of the caption's log alpha(s): with
+    lambda_r = 1 and lambda_e = 0 the whole gradient is an unbiased estimate of the gradient of
+    E_s[cross-entropy] (tested, by enumerating every region path). Steps that read the
+    expectation sampled nothing, so have no REINFORCE term (their gradient flows through the
+    soft context); the entropy bonus applies to every step. As in eq. 12, every term is a mean
+    over the batch (capgen.py adds its REINFORCE and entropy gradients summed over the batch
+    to a batch-mean likelihood, so its effective weights grow with the batch size).
 
     The REINFORCE part enters as x - x.detach(): its gradient is the score-function term, its
     value is 0, so the returned loss still reads as cross-entropy + penalty - entropy bonus.
@@ -90,7 +91,8 @@ def hard_attention_terms(alphas: torch.Tensor, regions: torch.Tensor, mask: torc
     picked = alphas.gather(2, regions.clamp_min(0).unsqueeze(2)).squeeze(2)  # (B, T) alpha_t(s_t)
     log_p = picked.clamp_min(_TINY).log()  # (B, T) log p(s_t | s_<t, a)
     advantage = (reward - baseline).detach()  # (B,)
-    score = reinforce_weight * (advantage.unsqueeze(1) * log_p * read.to(log_p.dtype)).sum() / n
+    captions = mask.any(dim=1).sum().clamp_min(1).to(log_p.dtype)
+    score = reinforce_weight * (advantage.unsqueeze(1) * log_p * read.to(log_p.dtype)).sum() / captions
     entropy = -(alphas * alphas.clamp_min(_TINY).log()).sum(dim=2)  # (B, T)
     mean_entropy = (entropy * m).sum() / n
     surrogate = -(score - score.detach()) - entropy_weight * mean_entropy
