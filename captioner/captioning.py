@@ -33,7 +33,7 @@ ImageInput = str | os.PathLike | Image.Image
 class Caption:
     text: str
     tokens: list[str]  # without <start> and <end>
-    score: float  # log-probability of the caption under the model
+    score: float  # log-probability of the caption under the model (hard attention: given the regions read)
     alphas: np.ndarray  # (len(tokens), G, G), one attention map per word; hard attention: the region read
 
 

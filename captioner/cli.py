@@ -148,6 +148,8 @@ def _add_caption(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", default=None, help="model checkpoint (default: the embedded model)")
     p.add_argument("--beam-size", type=int, default=3)
     p.add_argument("--max-len", type=int, default=50)
+    # The names of captioner.model.hard_attention.DECODE_RULES, spelled out so that the CLI starts
+    # without importing torch (tests/test_hard_attention.py checks they agree).
     p.add_argument("--hard-decode", choices=["argmax", "expectation"], default="argmax",
                    help="hard-attention models only: read each word's most likely region (default; the "
                         "overlay shows it) or the alpha-weighted mean, as the paper's code does at test time")

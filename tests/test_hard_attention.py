@@ -436,6 +436,17 @@ def test_hard_checkpoint_through_the_cli_with_overlays(tmp_path, scene_images, c
     assert code == 0 and any(not set(np.unique(json.loads(line)["alphas"])) <= {0.0, 1.0} for line in lines)
 
 
+def test_the_cli_offers_every_decode_rule():
+    import argparse
+
+    from captioner.cli import build_parser
+    from captioner.model.hard_attention import DECODE_RULES
+
+    caption = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices["caption"]
+    [action] = [a for a in caption._actions if a.dest == "hard_decode"]
+    assert tuple(action.choices) == tuple(DECODE_RULES)
+
+
 def test_old_checkpoints_are_soft():
     from captioner.checkpoint import load_checkpoint
 
