@@ -10,6 +10,7 @@ from pathlib import Path
 
 from captioner.data.datasets import CaptionDataset
 from captioner.features.cache import FeatureCache
+from captioner.features.encoder import encoder_dim
 from captioner.words.vocab import Vocab
 
 from fake_cache import random_cache
@@ -25,9 +26,9 @@ def recipe_data(sizes: Sizes, work: Path) -> tuple[Vocab, CaptionDataset]:
 
 
 def default_data(sizes: Sizes, n: int, work: Path) -> tuple[Vocab, CaptionDataset]:
-    """The default model's shapes: the scenes vocabulary and a (n, P, 320) fp16 cache."""
+    """The default model's shapes: the scenes vocabulary and a (n, P, E) fp16 cache."""
     vocab = default_vocab()
     records = random_records(n, vocab, sizes.memory_words)
     config = dataclasses.replace(default_config().model, grid=sizes.memory_grid)
-    cache = random_cache(work / f"cache-default-{n}", records, config, dim=320)
+    cache = random_cache(work / f"cache-default-{n}", records, config, dim=encoder_dim(config))
     return vocab, CaptionDataset(records, vocab, FeatureCache(cache.data_path, cache.meta), max_len=30)

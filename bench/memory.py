@@ -11,10 +11,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from captioner.features.encoder import encoder_dim
+
 from common import Figure, captioner_cmd, judged, log, run_child, worker_cmd
 from cached_data import default_data
 from decode_speed import scene_images
-from models import DefaultModel, Sizes
+from models import DefaultModel, Sizes, default_config
 
 def caption_rss(dm: DefaultModel, images: list[Path], batch_size: int | None) -> tuple[float, float, str]:
     """Peak RSS (MB), wall seconds and stdout of `captioner caption DIR` over the images' directory."""
@@ -59,7 +61,7 @@ def run(sizes: Sizes, dm: DefaultModel, work: Path) -> tuple[list[Figure], list[
         r = cached_training(sizes, n, work)
         rows.append({"table": "memory", "images": n, "P": sizes.memory_grid ** 2, "reader": "pread (FeatureCache)", **r})
         figs.append(Figure(f"memory.cached_train_{n}_images", r["peak_rss_mb"], "MB",
-                           note=f"one epoch, batch {sizes.memory_batch}, (P, E) = ({sizes.memory_grid ** 2}, 320); "
+                           note=f"one epoch, batch {sizes.memory_batch}, (P, E) = ({sizes.memory_grid ** 2}, {encoder_dim(default_config().model)}); "
                                 f"at the end: anon {r['RssAnon']:.0f} MB, file-backed {r['RssFile']:.0f} MB"))
     lo, hi = rows[0], rows[-1]
     figs.append(judged("memory.cached_train_growth", hi["peak_rss_mb"] / lo["peak_rss_mb"], "x", "<=", 1.1,

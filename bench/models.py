@@ -40,7 +40,7 @@ class Sizes:
     decode_repeats: int = 3
     cold_repeats: int = 3
     memory_images: tuple[int, ...] = (1000, 2000, 4000, 8000)
-    memory_grid: int = 14  # (196, 320) rows, like the default model
+    memory_grid: int = 14  # (196, E) rows, like the default model
     memory_words: int = 10  # the scenes' captions are ~10 words
     memory_batch: int = 64  # the default model's training batch (configs/scenes.toml)
     scale_lengths: tuple[int, ...] = (10, 20, 40)

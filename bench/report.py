@@ -69,7 +69,7 @@ def memory_section(rows: list[dict]) -> list[str]:
     if not mem:
         return []
     lines = ["## Memory of cached training as the dataset grows", "",
-             f"One epoch of the default model's decoder trained from an (N, {mem[0]['P']}, 320) fp16 cache, in a fresh "
+             f"One epoch of the default model's decoder trained from an (N, {mem[0]['P']}, E) fp16 cache, in a fresh "
              "process each; RSS split measured at the end of the epoch.", "",
              "| images | cache reader | peak RSS MB | anon MB | file-backed MB | epoch s |",
              "|--:|---|--:|--:|--:|--:|"]
