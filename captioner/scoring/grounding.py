@@ -92,10 +92,7 @@ class GroundingResult:
     @classmethod
     def merge(cls, results: Iterable[GroundingResult]) -> GroundingResult:
         """Aggregate per-image results into one dataset-level result."""
-        total = cls()
-        for result in results:
-            total = total + result
-        return total
+        return sum(results, cls())
 
 
 def _box_cells(box: Box, grid: tuple[int, int], image_size: tuple[int, int]) -> tuple[int, int, int, int]:
@@ -230,10 +227,7 @@ class SceneGrounding:
 
     @classmethod
     def merge(cls, results: Iterable[SceneGrounding]) -> SceneGrounding:
-        total = cls()
-        for result in results:
-            total = total + result
-        return total
+        return sum(results, cls())
 
 
 def scene_grounding(
