@@ -148,11 +148,7 @@ def _add_caption(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", default=None, help="model checkpoint (default: the embedded model)")
     p.add_argument("--beam-size", type=int, default=3)
     p.add_argument("--max-len", type=int, default=50)
-    # The names of captioner.model.hard_attention.DECODE_RULES, spelled out so that the CLI starts
-    # without importing torch (tests/test_hard_attention.py checks they agree).
-    p.add_argument("--hard-decode", choices=["argmax", "expectation"], default="argmax",
-                   help="hard-attention models only: read each word's most likely region (default; the "
-                        "overlay shows it) or the alpha-weighted mean, as the paper's code does at test time")
+    _add_hard_decode(p)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--workers", type=int, default=None,
                    help="processes that decode and resize images while the model runs (0: in this process; "
@@ -290,7 +286,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     report = evaluate(cap, args.data, args.images, split=args.split, beam_size=args.beam_size,
                       max_len=args.max_len, batch_size=args.batch_size, num_workers=args.workers,
                       grounding=args.grounding, results_path=args.results,
-                      java=False if args.no_java else None)
+                      java=False if args.no_java else None, hard_decode=args.hard_decode)
     table = "\n".join(f"{k:>24}  {v:.4f}" if isinstance(v, float) else f"{k:>24}  {v}"
                       for k, v in report.scores.items() if not isinstance(v, dict))
     _print_scores(report.scores, report.warnings, table, not args.quiet)
@@ -300,6 +296,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def _add_scoring_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-java", action="store_true", help="Python PTB tokenizer, no METEOR")
     p.add_argument("--quiet", action="store_true", help="no table on stderr")
+
+
+def _add_hard_decode(p: argparse.ArgumentParser) -> None:
+    # The names of captioner.model.hard_attention.DECODE_RULES, spelled out so that the CLI starts
+    # without importing torch (tests/test_hard_attention.py checks they agree).
+    p.add_argument("--hard-decode", choices=["argmax", "expectation"], default="argmax",
+                   help="hard-attention models only: read each word's most likely region (default; the "
+                        "overlay shows it) or the alpha-weighted mean, as the paper's code does at test time")
 
 
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
@@ -315,6 +319,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-len", type=int, default=50)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--workers", type=int, default=0, help="DataLoader workers for image loading")
+    _add_hard_decode(p)
     _add_engine(p)
     p.add_argument("--device", default="auto")
     p.add_argument("--results", help="write the COCO results file here")

@@ -41,13 +41,14 @@ class EvalReport:
 
 
 def caption_records(cap: Captioner, records: Sequence[ImageRecord], *, beam_size: int, max_len: int,
-                    batch_size: int, num_workers: int = 0,
-                    progress: bool = True) -> tuple[dict[int, Caption], list[str]]:
-    """Caption every record's image in batches; unreadable images are skipped and listed."""
+                    batch_size: int, num_workers: int = 0, progress: bool = True,
+                    hard_decode: str = "argmax") -> tuple[dict[int, Caption], list[str]]:
+    """Caption every record's image in batches; unreadable images are skipped and listed.
+    `hard_decode`: see `captioner.captioning.SearchOptions` (hard-attention models only)."""
     out: dict[int, Caption] = {}
     skipped: list[str] = []
     results = cap.caption_iter([r.path for r in records], beam_size=beam_size, max_len=max_len,
-                               batch_size=batch_size, num_workers=num_workers)
+                               batch_size=batch_size, num_workers=num_workers, hard_decode=hard_decode)
     for result in tqdm(results, total=len(records), desc="captioning", unit="img",
                        disable=None if progress else True, file=sys.stderr):
         if result.caption is None:
@@ -60,7 +61,8 @@ def caption_records(cap: Captioner, records: Sequence[ImageRecord], *, beam_size
 def evaluate(cap: Captioner, data: str | os.PathLike, images: str | os.PathLike | None = None, *,
              split: str = "test", beam_size: int = 3, max_len: int = 50, batch_size: int = 16,
              num_workers: int = 0, grounding: str | os.PathLike | None = None,
-             results_path: str | os.PathLike | None = None, java: bool | None = None) -> EvalReport:
+             results_path: str | os.PathLike | None = None, java: bool | None = None,
+             hard_decode: str = "argmax") -> EvalReport:
     warnings: list[str] = []
     if results_path and Path(results_path).is_dir():  # found now, not after captioning the split
         raise IsADirectoryError(errno.EISDIR, "is a directory; --results takes a file name", str(results_path))
@@ -74,7 +76,8 @@ def evaluate(cap: Captioner, data: str | os.PathLike, images: str | os.PathLike 
         warnings.append(f"{data} is a {fmt} file without splits: evaluating all {len(records)} images")
     records = [r for r in records if r.captions]
     captions, skipped = caption_records(cap, records, beam_size=beam_size, max_len=max_len,
-                                        batch_size=batch_size, num_workers=num_workers)
+                                        batch_size=batch_size, num_workers=num_workers,
+                                        hard_decode=hard_decode)
     if skipped:
         warnings.append(f"{len(skipped)} of {len(records)} images could not be read and are not scored "
                         f"(e.g. {skipped[0]})")
@@ -108,4 +111,25 @@ def evaluate(cap: Captioner, data: str | os.PathLike, images: str | os.PathLike 
                 pointing_game(c.tokens, c.alphas, b, size, COCO_SYNONYMS) for c, b, size in grounded)))
         if objects is not None:
             scores.update(mention_scores({i: c.tokens for i, c in captions.items()}, objects).summary())
+            families = scene_backgrounds(grounding)
+            if families:
+                scores["by_background"] = by_background(captions, objects, families)
     return EvalReport(scores, captions, warnings)
+
+
+def scene_backgrounds(path: str | os.PathLike) -> dict[int, str]:
+    """image id -> background family, from a `captioner scenes` annotation file's images (empty
+    for files that record none: COCO, or scenes from captioner 0.1)."""
+    images = json.loads(Path(path).read_text(encoding="utf-8")).get("images", [])
+    return {im["id"]: im["background"] for im in images if isinstance(im, dict) and "background" in im}
+
+
+def by_background(captions: dict[int, Caption], objects: dict[int, Any],
+                  families: dict[int, str]) -> dict[str, dict[str, float]]:
+    """Object F1 and exact-set accuracy of the captions of each background family's images."""
+    groups: dict[str, dict[int, list[str]]] = {}
+    for i, c in captions.items():
+        if i in families and i in objects:
+            groups.setdefault(families[i], {})[i] = c.tokens
+    return {family: {**mention_scores(group, objects).summary(), "images": len(group)}
+            for family, group in sorted(groups.items())}

@@ -8,7 +8,8 @@
 every image in its captions.json is captioned (beam 3) and scored with
 `captioner.evaluation.evaluate`, the same code as `captioner evaluate --grounding`. It writes
 `<out>/<checkpoint>__<set>.json` (all scores) and `<out>/card.md` (the table the README's model
-card copies), strict metrics first and the lenient pointing game beside them.
+card copies), strict metrics first and the lenient pointing game beside them, then object F1
+and exact-set accuracy per background family of each set.
 """
 from __future__ import annotations
 
@@ -51,6 +52,23 @@ def _cell(value: object) -> str:
     return "n/a" if value is None else str(value)
 
 
+def family_table(columns: list[tuple[str, dict]]) -> list[str]:
+    """Object F1 / exact-set accuracy (images) per background family: a row per family, a column
+    per checkpoint and set, blank where a set has no image of that family."""
+    families = sorted({f for _, s in columns for f in s.get("by_background", {})})
+    if not families:
+        return []
+    lines = ["| background family: object F1 / exact-set (images) | " + " | ".join(c for c, _ in columns) + " |",
+             "|---|" + "--:|" * len(columns)]
+    for family in families:
+        cells = []
+        for _, s in columns:
+            g = s.get("by_background", {}).get(family)
+            cells.append(f"{g['object_f1']:.3f} / {g['exact_set_accuracy']:.3f} ({g['images']})" if g else "")
+        lines.append(f"| {family} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, type=Path)
@@ -75,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     lines = ["| metric (beam %d) | %s |" % (args.beam_size, " | ".join(c for c, _ in columns)),
              "|---|" + "--:|" * len(columns)]
     lines += [f"| {label} | " + " | ".join(_cell(s.get(key)) for _, s in columns) + " |" for key, label in ROWS]
+    lines += ["", *family_table(columns)]
     (args.out / "card.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0

@@ -205,3 +205,27 @@ def test_evaluate_refuses_a_results_directory_before_captioning(scenes, checkpoi
     with pytest.raises(SystemExit) as exit_info:
         main(["evaluate", "--data", str(scenes / "dataset.json"), "--workers", "-1"])
     assert exit_info.value.code == 2 and "--workers must be at least 0" in capsys.readouterr().err
+
+
+def test_evaluate_breaks_scene_scores_down_by_background_family(scenes):
+    """`by_background`: object F1 and exact-set per background family, from the images' records;
+    a captioner right on one family and silent on the others scores 1 and 0 there."""
+    images = json.loads((scenes / "captions.json").read_text())["images"]
+    family = {im["file_name"]: im["background"] for im in images}
+    first = images[0]["background"]
+
+    class RightOnOneFamily(_LookingCaptioner):
+        def caption_iter(self, paths, **kw):
+            for result in super().caption_iter(paths, **kw):
+                if family[Path(paths[result.index]).name] != first:
+                    tokens = ["a", "picture"]
+                    result = CaptionResult(result.index, Caption("a picture", tokens, 0.0,
+                                                                 np.full((2, self.GRID, self.GRID), 1 / self.GRID**2)))
+                yield result
+
+    s = evaluate(RightOnOneFamily(scenes, _centre), scenes / "captions.json", grounding=scenes / "instances.json",
+                 java=False).scores
+    groups = s["by_background"]
+    assert set(groups) == set(family.values()) and sum(g["images"] for g in groups.values()) == 20
+    assert groups[first]["object_f1"] == groups[first]["exact_set_accuracy"] == 1.0
+    assert all(g["object_recall"] == 0.0 for name, g in groups.items() if name != first)

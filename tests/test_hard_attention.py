@@ -436,15 +436,40 @@ def test_hard_checkpoint_through_the_cli_with_overlays(tmp_path, scene_images, c
     assert code == 0 and any(not set(np.unique(json.loads(line)["alphas"])) <= {0.0, 1.0} for line in lines)
 
 
-def test_the_cli_offers_every_decode_rule():
+@pytest.mark.parametrize("command", ["caption", "evaluate"])
+def test_the_cli_offers_every_decode_rule(command):
     import argparse
 
     from captioner.cli import build_parser
     from captioner.model.hard_attention import DECODE_RULES
 
-    caption = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices["caption"]
-    [action] = [a for a in caption._actions if a.dest == "hard_decode"]
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
+    [action] = [a for a in sub._actions if a.dest == "hard_decode"]
     assert tuple(action.choices) == tuple(DECODE_RULES)
+
+
+def test_evaluate_decodes_with_the_rule_it_is_given(tmp_path, capsys):
+    """`captioner evaluate --hard-decode`: each rule's results file holds the captions that
+    `caption_iter` gives with that rule, so the ablation can score both rules of one model."""
+    from captioner.api import load_captioner
+    from captioner.cli import main
+    from captioner.data.scenes import generate_scenes
+
+    generate_scenes(tmp_path / "scenes", 6, seed=2, size=64, novel=True)  # all "test"
+    path = make_tiny_checkpoint(tmp_path / "hard.pt", seed=3, grid=2, attention="hard")
+    cap = load_captioner(path, device="cpu", engine="torch")
+    data = tmp_path / "scenes" / "dataset.json"
+    records = json.loads(data.read_text())["images"]
+    images = [tmp_path / "scenes" / "images" / r["filename"] for r in records if r["split"] == "test"]
+    for rule in ("argmax", "expectation"):
+        results = tmp_path / f"{rule}.json"
+        code = main(["evaluate", "--data", str(data), "--checkpoint", str(path), "--max-len", "6",
+                     "--device", "cpu", "--engine", "torch", "--no-java", "--quiet",
+                     "--hard-decode", rule, "--results", str(results)])
+        assert code == 0 and "CIDEr-D" in json.loads(capsys.readouterr().out.splitlines()[-1])
+        expected = [r.caption.text for r in cap.caption_iter(images, max_len=6, hard_decode=rule)]
+        assert [r["caption"] for r in json.loads(results.read_text())] == expected
+    assert json.loads((tmp_path / "argmax.json").read_text()) != json.loads((tmp_path / "expectation.json").read_text())
 
 
 def test_old_checkpoints_are_soft():
