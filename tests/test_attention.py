@@ -74,3 +74,18 @@ def test_additive_in_slices_without_grad_equals_the_autograd_form(chunk):
         sliced = att.scores(feats, keys, hidden, sliced=True)
     assert sliced.shape == (7, 3, 9)
     assert torch.allclose(sliced, whole.detach(), atol=1e-6)
+
+
+def test_concat_is_one_matrix_on_the_concatenation():
+    """The split form (keys W_a a_i + b once per image, W_h h per step) is the literal
+    w^T tanh(W [h; a_i] + b), in training and in the sliced decoding path."""
+    torch.manual_seed(3)
+    att = Attention(scorer="concat", encoder_dim=8, hidden_dim=7, attention_dim=5)
+    feats, hidden = torch.randn(2, 9, 8), torch.randn(2 * 3, 7)  # B=2, K=3
+    joint = torch.cat([hidden.view(2, 3, 1, 7).expand(2, 3, 9, 7), feats.unsqueeze(1).expand(2, 3, 9, 8)], dim=3)
+    literal = att.score(torch.tanh(att.concat_proj(joint))).squeeze(3)  # (B, K, P)
+    keys = att.project_keys(feats)
+    assert keys.shape == (2, 9, 5)
+    assert torch.allclose(att.scores(feats, keys, hidden), literal, atol=1e-6)
+    with torch.no_grad():
+        assert torch.allclose(att.scores(feats, keys, hidden, sliced=True), literal, atol=1e-6)

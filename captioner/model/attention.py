@@ -10,7 +10,10 @@ scores e (B, P) that a softmax over regions turns into alpha, so alpha sums to 1
   none        alpha_i = 1/P                                fixed mean pooling, the pre-attention
                                                            encoder-decoder baseline
 Keys that depend only on the image are computed once per image by `project_keys`, not at
-every step. Hard attention (`captioner.model.hard_attention`) uses the same alpha as a
+every step. For `concat` that is W's columns for a_i: W [h; a_i] + b = W_h h + (W_a a_i + b), the
+same function with the same parameters (tests/test_attention.py checks it against the literal
+concatenation), so concat costs what additive costs instead of a (P, H + E) product per step;
+it differs from additive only in having one bias where additive has two. Hard attention (`captioner.model.hard_attention`) uses the same alpha as a
 distribution to pick one region from (`Attention.weights`).
 """
 from __future__ import annotations
@@ -44,6 +47,7 @@ class Attention(nn.Module):
             raise ValueError(f"unknown scorer {scorer!r}; choose from {SCORERS}")
         self.scorer = scorer
         self.attention_dim = attention_dim
+        self.hidden_dim = hidden_dim
         if scorer in ("additive", "dot", "scaled_dot"):
             self.key_proj = nn.Linear(encoder_dim, attention_dim)
             self.query_proj = nn.Linear(hidden_dim, attention_dim)
@@ -58,11 +62,14 @@ class Attention(nn.Module):
     def project_keys(self, features: torch.Tensor) -> torch.Tensor:
         """(B, P, E) -> the per-image part of the score, computed once per image.
 
-        additive/dot/scaled_dot: (B, P, A) projected keys; general: (B, P, H) = W a_i;
-        concat and none: the features themselves.
+        additive/dot/scaled_dot: (B, P, A) projected keys; concat: (B, P, A) = W_a a_i + b;
+        general: (B, P, H) = W a_i; none: the features themselves.
         """
         if self.scorer in ("additive", "dot", "scaled_dot"):
             return self.key_proj(features)  # (B, P, A)
+        if self.scorer == "concat":
+            return nn.functional.linear(features, self.concat_proj.weight[:, self.hidden_dim:],
+                                        self.concat_proj.bias)  # (B, P, A)
         if self.scorer == "general":
             return self.bilinear(features)  # (B, P, H)
         return features
@@ -74,22 +81,20 @@ class Attention(nn.Module):
         hidden is (B*K, H): K = 1 in training; in beam search the K beams of an image share
         its features and keys instead of K copies of them (bench/results.md: not allocating
         and faulting in the copies is most of what batched beam search saves).
-        `sliced=True` (decoding, without autograd) computes the additive scores in
-        cache-sized slices, in place; the other scorers ignore it.
+        `sliced=True` (decoding, without autograd) computes the additive and concat scores
+        in cache-sized slices, in place; the other scorers ignore it.
         """
         B, P, E = features.shape
         K = hidden.size(0) // B
-        if self.scorer == "additive":
-            query = self.query_proj(hidden).view(B, K, 1, -1)  # (B, K, 1, A)
+        if self.scorer in ("additive", "concat"):
+            if self.scorer == "additive":
+                query = self.query_proj(hidden)  # (B*K, A)
+            else:  # W_h h: the hidden state's columns of W; keys hold W_a a_i + b
+                query = nn.functional.linear(hidden, self.concat_proj.weight[:, :self.hidden_dim])  # (B*K, A)
+            query = query.view(B, K, 1, -1)  # (B, K, 1, A)
             if sliced:
                 return self._additive_in_slices(keys, query)
             return self.score(torch.tanh(keys.unsqueeze(1) + query)).squeeze(3)  # (B, K, P)
-        if self.scorer == "concat":
-            H = hidden.size(1)
-            query = hidden.view(B, K, 1, H).expand(B, K, P, H)  # (B, K, P, H)
-            regions = features.unsqueeze(1).expand(B, K, P, E)  # (B, K, P, E)
-            joint = torch.cat([query, regions], dim=3)  # (B, K, P, H + E)
-            return self.score(torch.tanh(self.concat_proj(joint))).squeeze(3)  # (B, K, P)
         if self.scorer in ("dot", "scaled_dot"):
             query = self.query_proj(hidden).view(B, K, -1)  # (B, K, A)
             e = torch.bmm(query, keys.transpose(1, 2))  # (B, K, P)
