@@ -180,6 +180,19 @@ def test_cache_is_hit_then_rebuilt_when_stale_or_corrupt(scenes, tmp_path, capsy
     assert other["train"].startswith("built (missing")
 
 
+@pytest.mark.slow  # two training runs
+def test_a_run_that_builds_its_cache_trains_like_one_that_finds_it(scenes, tmp_path):
+    """Building the feature cache draws no random number that training would otherwise have
+    drawn (the DataLoader's base seed comes from torch's generator): same weights either way."""
+    data = tmp_path / "scenes"
+    shutil.copytree(scenes, data, ignore=shutil.ignore_patterns(".captioner-cache"))
+    cfg = _config(data / "dataset.json", "train.epochs=1", "train.batch_size=8")
+    train(cfg, tmp_path / "builds")  # no cache yet: this run builds it
+    train(cfg, tmp_path / "finds")
+    a, b = (load_checkpoint(tmp_path / run / "last.pt")["model"] for run in ("builds", "finds"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 @pytest.mark.slow  # a training subprocess
 @pytest.mark.parametrize("cached", [True, False])
 def test_corrupt_training_image_is_skipped_and_counted(tmp_path, capsys, cached):
@@ -234,6 +247,37 @@ def test_ddp_two_processes_on_cpu(scenes, tmp_path):
     # Each rank saw half of every epoch: steps per epoch are half of a single process's.
     single = train(_config(scenes / "dataset.json", "train.epochs=1", "train.batch_size=4"), tmp_path / "single")
     assert ckpt["step"] == 2 * ((single.steps + 1) // 2)
+
+
+def _torchrun(scenes: Path, out: Path, port: int, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}",
+         str(ROOT / "train.py"), "--data", str(scenes / "dataset.json"), "--out", str(out), "--batch-size", "4",
+         *[a for kv in TINY for a in ("--set", kv)], *args],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+
+
+@pytest.mark.slow  # three torchrun runs
+def test_ddp_hard_attention_resumes_every_rank_exactly(scenes, tmp_path):
+    """Each rank has its own dropout stream, REINFORCE baseline and region sampler; last.pt holds
+    them all, and each rank resumes from its own: 1 epoch + resume = 2 epochs straight. (With
+    rank 0's state on every rank, rank 1 would replay rank 0's samples and the weights differ.)"""
+    hard = ["--set", "model.attention='hard'"]
+    straight = _torchrun(scenes, tmp_path / "straight", 29533, "--epochs", "2", *hard)
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    first = _torchrun(scenes, tmp_path / "resumed", 29534, "--epochs", "1", *hard)
+    assert first.returncode == 0, first.stderr[-3000:]
+    ckpt = load_checkpoint(tmp_path / "resumed" / "last.pt")
+    ranks = ckpt["rank_states"]
+    assert len(ranks) == 2 and not torch.equal(ranks[0]["rng"]["torch"], ranks[1]["rng"]["torch"])
+    assert not torch.equal(ranks[0]["hard_attention"]["generator"], ranks[1]["hard_attention"]["generator"])
+    assert torch.equal(ckpt["rng"]["torch"], ranks[0]["rng"]["torch"])  # the top level is rank 0's
+    again = _torchrun(scenes, tmp_path / "resumed", 29535, "--epochs", "2", "--resume", *hard)
+    assert again.returncode == 0, again.stderr[-3000:]
+    a = load_checkpoint(tmp_path / "straight" / "last.pt")["model"]
+    b = load_checkpoint(tmp_path / "resumed" / "last.pt")["model"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 @pytest.mark.slow  # a training run

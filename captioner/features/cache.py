@@ -195,15 +195,19 @@ def build_cache(data_path: Path, meta_path: Path, key: CacheKey, records: Sequen
                 encoder: Encoder, config: ModelConfig, *, batch_size: int = 32, num_workers: int = 0,
                 device: torch.device = torch.device("cpu"),
                 progress: Callable[[int, int], None] | None = None) -> FeatureCache:
-    """Encode every image once into the cache."""
+    """Encode every image once into the cache.
+
+    The global RNG states are left as they were (the DataLoader draws its base seed from torch's
+    generator), so a training run that builds its cache continues exactly like one that finds it."""
     source = ImageSource.from_records(records, preprocess_for(config))
     loader = DataLoader(EvalDataset(records, source), batch_size=batch_size, num_workers=num_workers,
                         collate_fn=collate_eval)
     chunk = default_encode_chunk(device, config.backbone)
-    fast = inference_encoder(encoder, image_size=config.image_size, device=device)  # BatchNorms folded; ONNX Runtime
-    return write_cache(data_path, meta_path, key, records, regions=config.grid * config.grid,
-                       dim=encoder_dim(config), batches=_encoded(loader, fast, device, chunk),
-                       progress=progress)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        fast = inference_encoder(encoder, image_size=config.image_size, device=device)  # BatchNorms folded; ONNX
+        return write_cache(data_path, meta_path, key, records, regions=config.grid * config.grid,
+                           dim=encoder_dim(config), batches=_encoded(loader, fast, device, chunk),
+                           progress=progress)
 
 
 def open_or_build(records: Sequence[ImageRecord], config: ModelConfig, encoder: Encoder, cache_dir: Path,
