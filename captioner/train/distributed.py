@@ -112,6 +112,15 @@ def gather_dicts(local: dict[Any, T], dist_info: Dist) -> dict[Any, T]:
     return {k: v for part in parts for k, v in part.items()}
 
 
+def gather_objects(local: T, dist_info: Dist) -> list[T]:
+    """Every rank's `local` (picklable), in rank order, on every rank."""
+    if dist_info.world == 1:
+        return [local]
+    parts: list[Any] = [None] * dist_info.world
+    dist.all_gather_object(parts, local)
+    return parts
+
+
 def broadcast_floats(values: list[float], dist_info: Dist) -> list[float]:
     """Rank 0's `values` on every rank (each rank passes a list of the same length)."""
     if dist_info.world == 1:

@@ -36,10 +36,10 @@ from captioner.scoring.mentions import mention_scores
 from captioner.train.data import (Log, Objects, Sources, Splits, load_val_objects, make_sources, make_splits,
                                   stderr_log)
 from captioner.train.distributed import (Dist, EpochSampler, Shard, barrier, batches_per_epoch, broadcast_floats,
-                                         gather_dicts, setup_distributed, shard, wrap_ddp)
+                                         gather_dicts, gather_objects, setup_distributed, shard, wrap_ddp)
 from captioner.train.optim import Optimization, make_optimization, param_groups
-from captioner.train.resume import (TrainState, load_resumable, restore, resumed_model, save_training_checkpoint,
-                                    seed_all)
+from captioner.train.resume import (TrainState, load_resumable, rank_state, restore, resumed_model,
+                                    save_training_checkpoint, seed_all)
 from captioner.words.vocab import Vocab
 
 #: `record_function` labels of train_step's phases (bench/profiling.py reports their times).
@@ -211,9 +211,12 @@ def train_one_epoch(run: Run, opt: Optimization, state: TrainState, dataset: Cap
 
 
 def _save(run: Run, opt: Optimization, state: TrainState, path: Path, **extra: Any) -> None:
+    """Rank 0 writes `path`, with every rank's RNG and sampler state (a collective under torchrun:
+    every rank calls it)."""
+    ranks = gather_objects(rank_state(opt), run.dist) if run.dist.world > 1 else None
     if run.dist.main:
         save_training_checkpoint(path, model=run.model, config=run.config, vocab=run.vocab, opt=opt, state=state,
-                                 **extra)
+                                 rank_states=ranks, **extra)
 
 
 # ----------------------------------------------------------------------------- validation
@@ -332,7 +335,7 @@ def train(config: Config, out_dir: str | Path, *, resume: bool = False, log: Log
                             rank=dist_info.rank)
     state = TrainState()
     if ckpt is not None:
-        state = restore(ckpt, opt)  # last: the RNG states continue from the checkpoint's
+        state = restore(ckpt, opt, rank=dist_info.rank, world=dist_info.world)  # last: the RNG states continue
         where = (f"batch {state.batch_in_epoch} of epoch {state.epoch + 1}" if state.batch_in_epoch
                  else f"the start of epoch {state.epoch + 1}")
         say(f"resumed from {out / 'last.pt'}: {state.epoch} epochs and {state.step} steps done; continuing at {where}")

@@ -4,7 +4,10 @@
 done. Each epoch's sample order is a permutation seeded by (seed, epoch), so `--resume`
 continues at exactly the next batch of the interrupted epoch, with the RNG states of the moment
 the checkpoint was written; finished epochs are never redone. A hard-attention run also
-stores its REINFORCE baseline and its region sampler's generator (`hard_attention`). The
+stores its REINFORCE baseline and its region sampler's generator (`hard_attention`). Under
+torchrun every rank has its own RNG streams, baseline and sampler: `rank_states` holds each
+rank's (the top-level `rng` and `hard_attention` are rank 0's), and a rank resumes from its own,
+so a distributed run resumes exactly as well, at the same world size. The
 weights go through the one checkpoint loader (`captioner.checkpoint.build_model`), as for
 every other reader.
 """
@@ -80,16 +83,27 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 # ----------------------------------------------------------------------------- save
-def save_training_checkpoint(path: Path, *, model: CaptionModel, config: Config, vocab: Vocab,
-                             opt: Optimization, state: TrainState, **extra: Any) -> Path:
-    """last.pt or best.pt: the model checkpoint plus everything `restore` needs, and the
-    current RNG states (so call it at the moment the run should continue from)."""
+def rank_state(opt: Optimization) -> dict[str, Any]:
+    """This process's share of the state `restore` needs: its RNG states and, for hard attention,
+    its baseline and sampler (each rank of a distributed run has its own)."""
+    state: dict[str, Any] = {"rng": rng_state()}
     if opt.hard is not None:
-        extra = {"hard_attention": opt.hard.state_dict(), **extra}
+        state["hard_attention"] = opt.hard.state_dict()
+    return state
+
+
+def save_training_checkpoint(path: Path, *, model: CaptionModel, config: Config, vocab: Vocab,
+                             opt: Optimization, state: TrainState, rank_states: list[dict[str, Any]] | None = None,
+                             **extra: Any) -> Path:
+    """last.pt or best.pt: the model checkpoint plus everything `restore` needs, and the
+    current RNG states (so call it at the moment the run should continue from). `rank_states`:
+    every rank's `rank_state`, in rank order, under torchrun (None for one process)."""
+    if rank_states is not None:
+        extra = {"rank_states": rank_states, **extra}
     return save_checkpoint(path, model=model, config=config, vocab=vocab, epoch=state.epoch, step=state.step,
                            optimizer=opt.optimizer.state_dict(), scheduler=opt.scheduler.state_dict(),
-                           scaler=opt.scaler.state_dict(), rng=rng_state(), train_state=state.train_state(),
-                           metric=config.train.metric, **extra)
+                           scaler=opt.scaler.state_dict(), train_state=state.train_state(),
+                           metric=config.train.metric, **rank_state(opt), **extra)
 
 
 # ----------------------------------------------------------------------------- resume
@@ -130,9 +144,11 @@ def resumed_model(ckpt: dict[str, Any], source: str) -> CaptionModel:
     return build_model(ckpt, source).model
 
 
-def restore(ckpt: dict[str, Any], opt: Optimization) -> TrainState:
+def restore(ckpt: dict[str, Any], opt: Optimization, *, rank: int = 0, world: int = 1) -> TrainState:
     """Load optimizer, scheduler, scaler and RNG states (and a hard-attention run's baseline and
-    sampler) from `ckpt`; the run's position in it.
+    sampler) from `ckpt`; the run's position in it. Rank `rank` of `world` takes its own RNG and
+    sampler states when the checkpoint holds every rank's (`rank_states`) for this world size;
+    otherwise (one process, or another world size, which reshards the data anyway) rank 0's.
 
     Call it last, after everything that draws random numbers while a run is set up (the
     model's initialisation), so the run continues with the checkpoint's RNG states.
@@ -140,13 +156,15 @@ def restore(ckpt: dict[str, Any], opt: Optimization) -> TrainState:
     opt.optimizer.load_state_dict(ckpt["optimizer"])
     opt.scheduler.load_state_dict(ckpt["scheduler"])
     opt.scaler.load_state_dict(ckpt["scaler"])
+    ranks = ckpt.get("rank_states")
+    mine = ranks[rank] if isinstance(ranks, list) and len(ranks) == world else ckpt
     if opt.hard is not None:
-        if "hard_attention" not in ckpt:
+        if "hard_attention" not in mine:
             raise CheckpointError("cannot resume hard attention: the checkpoint has no baseline or sampler "
                                   "state (hard_attention)")
         try:
-            opt.hard.load_state_dict(ckpt["hard_attention"])
+            opt.hard.load_state_dict(mine["hard_attention"])
         except RuntimeError as err:  # a CPU generator's state does not fit a CUDA one, and back
             raise CheckpointError(f"cannot resume hard attention's sampler on this device ({err})") from None
-    set_rng_state(ckpt["rng"])
+    set_rng_state(mine["rng"])
     return TrainState.from_checkpoint(ckpt)
