@@ -13,23 +13,34 @@ REPO = Path(__file__).resolve().parent.parent
 TINY = ["--train-scenes", "10", "--test-scenes", "3", "--epochs", "1", "--val-images", "1", "--seeds", "0", "1"]
 
 
-def _run(tmp_path: Path, *rows: str) -> subprocess.CompletedProcess:
+def _run(tmp_path: Path, *rows: str, extra: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
     cmd = [sys.executable, str(REPO / "bench" / "ablation.py"), "--out", str(tmp_path / "out"),
-           "--data", str(tmp_path / "data"), *TINY, "--rows", *rows]
+           "--data", str(tmp_path / "data"), *TINY, *extra, "--rows", *rows]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path)
 
 
 @pytest.mark.slow  # trains four tiny models with the real encoder
 def test_ablation_trains_evaluates_writes_the_table_and_resumes(tmp_path):
-    done = _run(tmp_path, "soft additive", "hard additive")
+    rows = ("soft additive", "hard additive", "hard additive, expectation decoding")
+    done = _run(tmp_path, *rows)
     assert done.returncode == 0, done.stderr
     table = (tmp_path / "out" / "table.md").read_text()
     assert "| soft additive |" in table and "| hard additive |" in table and "2 seeds (0, 1)" in table
+    assert "| hard additive, expectation decoding |" in table and "'train' style" in table
     assert "| none (mean-pooled) |" not in table  # only the rows asked for
+    from PIL import Image
+
+    with Image.open(tmp_path / "out" / "soft_vs_hard.png") as figure:  # a strip per trained model
+        assert figure.format == "PNG" and figure.height > 2 * 128
     results = sorted((tmp_path / "out").glob("*/seed*/result.json"))
     assert len(results) == 4
     hard = json.loads((tmp_path / "out" / "hard-additive" / "seed1" / "result.json").read_text())
     assert hard["overrides"] == ["model.scorer=additive", "model.attention=hard"] and hard["seed"] == 1
+    assert hard["hard_decode"] == "argmax"
+    # The expectation row scores the same trained models (no second training run) with the other rule.
+    assert not (tmp_path / "out" / "hard-additive-expectation-decoding").exists()
+    expectation = json.loads((tmp_path / "out" / "hard-additive" / "seed1" / "result-expectation.json").read_text())
+    assert expectation["hard_decode"] == "expectation" and expectation["train_seconds"] == hard["train_seconds"]
     for key in ("heldout.object_f1", "heldout.pointing_strict", "reserved.object_f1", "novel.object_f1",
                 "heldout.images_per_s", "train_seconds"):
         assert key in hard, key
@@ -38,10 +49,14 @@ def test_ablation_trains_evaluates_writes_the_table_and_resumes(tmp_path):
 
     assert torch.load(ckpt, weights_only=True)["config"]["model"]["attention"] == "hard"
     stamp = ckpt.stat().st_mtime_ns
-    again = _run(tmp_path, "soft additive", "hard additive")  # finished runs are reused
+    again = _run(tmp_path, *rows)  # finished runs are reused
     assert again.returncode == 0, again.stderr
     assert ckpt.stat().st_mtime_ns == stamp
     assert (tmp_path / "out" / "table.md").read_text() == table
+    # Other settings in the same --out: refused, not mixed into a table captioned with them.
+    other = _run(tmp_path, "soft additive", extra=("--set", "train.decoder_lr=0.002"))
+    assert other.returncode == 2 and "was made with other settings" in other.stderr
+    assert "Traceback" not in other.stderr
 
 
 def test_unknown_rows_are_a_usage_error(tmp_path):
