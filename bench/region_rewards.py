@@ -26,20 +26,9 @@ from PIL import Image
 
 from captioner.api import load_captioner
 from captioner.data.annotations import load_instances
+from captioner.scoring.grounding import centre_mask
 from captioner.scoring.losses import caption_log_likelihood
 from captioner.words.vocab import tokenize
-
-
-def inside_cells(boxes, size: tuple[int, int], grid: int) -> np.ndarray:
-    """(P,) bool: cells whose centre lies inside any of the boxes."""
-    w, h = size
-    inside = np.zeros(grid * grid, dtype=bool)
-    for b in boxes:
-        for r in range(grid):
-            for c in range(grid):
-                x, y = (c + 0.5) * w / grid, (r + 0.5) * h / grid
-                inside[r * grid + c] |= b.x <= x <= b.x + b.w and b.y <= y <= b.y + b.h
-    return inside
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -71,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
             features = model.encode(x).repeat(P, 1, 1)  # (P, P, E)
             out = model.decoder(features, captions, regions=regions)
             r = caption_log_likelihood(out.logits, captions[:, 1:], torch.ones_like(captions[:, 1:], dtype=torch.bool))
-        inside = inside_cells(instances.boxes[im["id"]], instances.sizes[im["id"]], G)
+        inside = centre_mask(instances.boxes[im["id"]], (G, G), instances.sizes[im["id"]]).reshape(P)
         alpha = out.alphas[0, 0].numpy() * P  # the first word's map (the same for every row)
         if not inside.any() or inside.all():
             continue

@@ -112,7 +112,7 @@ def _box_cells(box: Box, grid: tuple[int, int], image_size: tuple[int, int]) -> 
     return r0, r1, c0, c1
 
 
-def _centre_mask(boxes: Sequence[Box], grid: tuple[int, int], image_size: tuple[int, int]) -> np.ndarray:
+def centre_mask(boxes: Sequence[Box], grid: tuple[int, int], image_size: tuple[int, int]) -> np.ndarray:
     """Boolean (Gh, Gw) mask of cells whose centre lies inside (or on) any of the boxes."""
     gh, gw = grid
     width, height = image_size
@@ -174,7 +174,7 @@ def _score_word(amap: np.ndarray, boxes: Sequence[Box], image_size: tuple[int, i
         return GroundingResult(total=1, hallucinated=1, entropy_sum=entropy)
     grid = (amap.shape[0], amap.shape[1])
     r, c = np.unravel_index(int(np.argmax(amap)), grid)
-    inside = _centre_mask(boxes, grid, image_size)  # (G, G)
+    inside = centre_mask(boxes, grid, image_size)  # (G, G)
     slack_hit = False
     for b in boxes:
         r0, r1, c0, c1 = _box_cells(b, grid, image_size)

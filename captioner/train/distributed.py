@@ -107,9 +107,7 @@ def gather_dicts(local: dict[Any, T], dist_info: Dist) -> dict[Any, T]:
     """The union of every rank's dict, on every rank."""
     if dist_info.world == 1:
         return local
-    parts: list[Any] = [None] * dist_info.world
-    dist.all_gather_object(parts, local)
-    return {k: v for part in parts for k, v in part.items()}
+    return {k: v for part in gather_objects(local, dist_info) for k, v in part.items()}
 
 
 def gather_objects(local: T, dist_info: Dist) -> list[T]:
