@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	@# torchvision from the registry brings its matching torch; never the local CPU-only wheel.
-	$(PY) -m pip install --quiet -e '.[dev,serve,onnx]'
+	$(PY) -m pip install --quiet -e '.[dev,serve,onnx,openvino]'
 	@touch $(STAMP)
 
 # Headless Chromium for the HTML overlay test (Debian package; needs root, as in CI).

@@ -121,21 +121,28 @@ def baseline_figures(name: str, times: dict[str, dict[str, list[float]]], key: s
 
 def encoder_figures(model: str, times: dict[str, list[float]], n: int, chunk: int,
                     engine: str) -> tuple[list[Figure], float]:
-    """The CNN alone: torch (folded) by chunk, unfolded, ONNX Runtime; the bound is `engine`'s."""
+    """The CNN alone: torch (folded) by chunk, unfolded, ONNX Runtime, OpenVINO; the bound is
+    `engine`'s (the one captioning runs) at `chunk`."""
     figs = [Figure(f"e2e.{model}.encoder_chunk{c}", n / median(times[f"fused.chunk{c}"]), "images/s",
                    note=f"CNN alone, torch, {c} image(s) per call, BatchNorms folded")
             for c in sorted(int(k.split("chunk")[1]) for k in times if k.startswith("fused."))]
     figs.append(Figure(f"e2e.{model}.encoder_fused_over_plain",
                        median(times["plain.chunk1"]) / median(times["fused.chunk1"]), "x",
                        note="BatchNorms folded into the convs, torch, at 1 image per call"))
-    onnx_chunk = 1 if model == "default" else 4
-    if f"onnx.chunk{onnx_chunk}" in times:
+    names = {"onnx": "ONNX Runtime", "openvino": "OpenVINO"}
+    for exported, name in names.items():
+        if f"{exported}.chunk{chunk}" not in times:
+            continue
         for c in (1, 4):
-            figs.append(Figure(f"e2e.{model}.encoder_onnx_chunk{c}", n / median(times[f"onnx.chunk{c}"]), "images/s",
-                               note=f"CNN alone, ONNX Runtime, {c} image(s) per call"))
-        figs.append(Figure(f"e2e.{model}.encoder_onnx_over_torch", median(times[f"fused.chunk{chunk}"])
-                           / median(times[f"onnx.chunk{chunk}"]), "x", note=f"both at chunk {chunk}, same process"))
-    bound = median(times[f"{'onnx' if engine == 'onnx' else 'fused'}.chunk{chunk}"])
+            figs.append(Figure(f"e2e.{model}.encoder_{exported}_chunk{c}", n / median(times[f"{exported}.chunk{c}"]),
+                               "images/s", note=f"CNN alone, {name}, {c} image(s) per call"))
+        figs.append(Figure(f"e2e.{model}.encoder_{exported}_over_torch", median(times[f"fused.chunk{chunk}"])
+                           / median(times[f"{exported}.chunk{chunk}"]), "x", note=f"both at chunk {chunk}, same process"))
+    if all(f"{e}.chunk{chunk}" in times for e in names):
+        figs.append(Figure(f"e2e.{model}.encoder_openvino_over_onnx", median(times[f"onnx.chunk{chunk}"])
+                           / median(times[f"openvino.chunk{chunk}"]), "x",
+                           note=f"both at chunk {chunk}, same process; > 1: OpenVINO is faster"))
+    bound = median(times[f"{engine if engine in names else 'fused'}.chunk{chunk}"])
     figs.append(Figure(f"e2e.{model}.encoder_bound", n / bound, "images/s",
                        note=f"{engine}, chunk {chunk}, as captioning runs it"))
     return figs, bound
@@ -155,9 +162,10 @@ def cli_folder_seconds(tree: Path, folder: Path, n: int) -> float:
 def run(sizes: Sizes, dm: DefaultModel, work: Path, baseline: str | None) -> tuple[list[Figure], list[dict]]:
     from captioner.features.encoder import default_encode_chunk
 
-    from captioner.features.inference import onnx_available
+    from captioner.features.inference import cpu_engine
 
-    engine = "onnx" if onnx_available() else "torch"  # the fastest engine this install has
+    # The engine `--engine auto` runs for each backbone: the fastest one this install has.
+    engine, rengine = cpu_engine("efficientnet_lite0"), cpu_engine("resnet101")
     trees = {"new": REPO}
     if baseline:
         trees["baseline"] = baseline_tree(work, baseline)
@@ -187,15 +195,15 @@ def run(sizes: Sizes, dm: DefaultModel, work: Path, baseline: str | None) -> tup
     rn, max_len = len(rpaths), str(sizes.e2e_max_len)
     log(f"e2e: encoder alone, then file -> caption, ResNet-101 recipe, {rn} images, beams {sizes.beams}")
     rtimes = {"new": worker(REPO, "encoder", "caption", "--checkpoint", ckpt, "--images", *rpaths, "--beams",
-                            *map(str, sizes.beams), "--max-len", max_len, "--rounds", "1", "--engine", engine)}
+                            *map(str, sizes.beams), "--max-len", max_len, "--rounds", "1", "--engine", rengine)}
     renc_figs, rbound = encoder_figures("resnet101", rtimes["new"], rn, default_encode_chunk(cpu, "resnet101"),
-                                        engine)
+                                        rengine)
     figs += renc_figs + caption_figures("resnet101", rtimes, rn, sizes.beams, rbound,
-                                        f"ResNet-101 recipe (random weights, V={sizes.vocab}), {max_len} words")
+                                        f"ResNet-101 recipe (random weights, V={sizes.vocab}), engine {rengine}, {max_len} words")
     if baseline:
         log(f"e2e: ResNet-101 recipe, beam 5, against {baseline}")
         vs = alternating(trees, 1, "caption", "--checkpoint", ckpt, "--images", *rpaths, "--beams", "5",
-                         "--max-len", max_len, new_args=("--engine", engine))
+                         "--max-len", max_len, new_args=("--engine", rengine))
         figs += baseline_figures("e2e.resnet101.beam5.batched_over_baseline", vs, "beam5.batched", 1.4, baseline)
 
     # The CLI on a folder, and the feature cache's build.

@@ -35,13 +35,13 @@ def caption_times(args: argparse.Namespace) -> dict[str, list[float]]:
 
 def encoder_times(args: argparse.Namespace) -> dict[str, list[float]]:
     """The CNN alone on preprocessed images (this tree only): by chunk size with the BatchNorms
-    folded, as captioning runs it, and unfolded at chunk 1."""
+    folded, as captioning runs it, unfolded at chunk 1, and through each exported engine installed."""
     import torch
 
     from captioner.api import load_captioner
     from captioner.checkpoint import load_model
     from captioner.features.encoder import encode
-    from captioner.features.inference import onnx_available
+    from captioner.features.inference import engine_available
     from captioner.image.loading import load_image
 
     cap = load_captioner(args.checkpoint, device="cpu", engine="torch")  # BatchNorms folded
@@ -49,9 +49,10 @@ def encoder_times(args: argparse.Namespace) -> dict[str, list[float]]:
     x = torch.stack([cap.preprocess(load_image(p)) for p in args.images])  # (N, 3, S, S)
     variants = {f"fused.chunk{c}": (lambda c=c: encode(cap.model.encoder, x, chunk=c)) for c in args.chunks}
     variants["plain.chunk1"] = lambda: encode(unfused, x, chunk=1)
-    if onnx_available():
-        onnx = load_captioner(args.checkpoint, device="cpu", engine="onnx").model.encoder
-        variants |= {f"onnx.chunk{c}": (lambda c=c: encode(onnx, x, chunk=c)) for c in (1, 4)}
+    for engine in ("onnx", "openvino"):
+        if engine_available(engine):
+            fast = load_captioner(args.checkpoint, device="cpu", engine=engine).model.encoder
+            variants |= {f"{engine}.chunk{c}": (lambda c=c, f=fast: encode(f, x, chunk=c)) for c in (1, 4)}
     with torch.inference_mode():
         return interleaved(variants, rounds=args.rounds, warmup=1)
 

@@ -27,9 +27,10 @@ def load_captioner(checkpoint: str | Path | None = None, device: str | torch.dev
                    engine: str = "torch") -> Captioner:
     """Load a checkpoint (None: the embedded default model) onto `device` (None: auto).
 
-    `engine` runs the encoder: "torch" (BatchNorms folded), or "onnx", ONNX Runtime on a CPU
-    (`pip install 'captioner[onnx]'`), faster per image but with about two seconds of set-up,
-    so worth it for folders, not for one image; "auto" is "onnx" on a CPU where it is installed.
+    `engine` runs the encoder: "torch" (BatchNorms folded), or on a CPU "onnx" (ONNX Runtime,
+    `pip install 'captioner[onnx]'`) or "openvino" (`pip install 'captioner[openvino]'`), faster
+    per image but with one to two seconds of set-up, so worth it for folders, not for one image;
+    "auto" is the fastest of them installed for the backbone (`features.inference.cpu_engine`).
     """
     path = Path(checkpoint) if checkpoint is not None else DEFAULT_CHECKPOINT
     if checkpoint is None and not path.is_file():

@@ -156,7 +156,7 @@ class Captioner:
                  checkpoint_info: dict[str, Any] | None = None, encode_chunk: int | None = None,
                  engine: str | None = "auto") -> None:
         """Takes over `model` for inference: its encoder becomes `inference_encoder(engine)`'s
-        forward-only copy (BatchNorms folded; ONNX Runtime on a CPU where installed, with
+        forward-only copy (BatchNorms folded; OpenVINO or ONNX Runtime on a CPU where installed, with
         "auto"); `engine=None` keeps the encoder as it is."""
         if engine is not None:
             model.encoder = inference_encoder(model.encoder, image_size=config.model.image_size,

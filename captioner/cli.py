@@ -19,8 +19,9 @@ from captioner.data.scene_spec import BACKGROUNDS, SCENE_STYLES
 from captioner.overlay.options import MODES, STYLES, OverlayOptions
 
 EXIT_OK, EXIT_PARTIAL, EXIT_USAGE = 0, 1, 2
-#: From this many images on, `--engine auto` uses ONNX Runtime: its set-up (export and session,
-#: about two seconds) costs more than it saves on fewer (bench/results.md, e2e.*.encoder_*).
+#: From this many images on, `--engine auto` uses an exported engine (OpenVINO or ONNX Runtime):
+#: its set-up (export and compile, one to two seconds) costs more than it saves on fewer
+#: (bench/results.md, e2e.*.encoder_*).
 ONNX_MIN_IMAGES = 64
 #: DataLoader workers that read images for `caption` while the model runs, by device. On a CPU
 #: the CNN already keeps every core busy and workers only compete with it (bench/README.md).
@@ -67,14 +68,15 @@ def expand_inputs(items: Sequence[str]) -> tuple[list[Path], list[str]]:
 
 
 def _engine(choice: str, images: int) -> str:
-    """--engine auto: ONNX Runtime once there are enough images to repay its set-up."""
+    """--engine auto: an exported engine once there are enough images to repay its set-up."""
     return ("auto" if images >= ONNX_MIN_IMAGES else "torch") if choice == "auto" else choice
 
 
 def _add_engine(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--engine", choices=["auto", "torch", "onnx"], default="auto",
-                   help=f"what runs the CNN: torch, or onnx (ONNX Runtime on a CPU, faster per image, ~2 s "
-                        f"to set up); auto: onnx on a CPU where installed, from {ONNX_MIN_IMAGES} images on")
+    p.add_argument("--engine", choices=["auto", "torch", "onnx", "openvino"], default="auto",  # = inference.ENGINES
+                   help=f"what runs the CNN: torch, onnx (ONNX Runtime) or openvino, both on a CPU, faster per "
+                        f"image but ~1.5 s to set up; auto: on a CPU, the fastest installed for the backbone "
+                        f"(openvino for EfficientNet-Lite, onnx for ResNets), from {ONNX_MIN_IMAGES} images on")
 
 
 def cmd_caption(args: argparse.Namespace) -> int:

@@ -15,7 +15,8 @@ from captioner.checkpoint import load_model, new_model
 from captioner.config import ModelConfig
 from captioner.data.scenes import generate_scenes
 from captioner.features.encoder import encode, fuse_batchnorm
-from captioner.features.inference import inference_encoder, onnx_available
+from captioner.features import inference
+from captioner.features.inference import engine_available, inference_encoder, resolve_engine
 
 from conftest import make_tiny_checkpoint
 
@@ -70,10 +71,9 @@ def test_encoding_in_chunks_equals_one_call():
             assert torch.allclose(encode(model.encoder, x, chunk=chunk), whole, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("engine", ["torch", "onnx"])
+@pytest.mark.parametrize("engine", ["torch", "onnx", "openvino"])
 def test_the_inference_engines_do_not_change_the_captions(checkpoint, scenes, engine):
-    if engine == "onnx" and not onnx_available():
-        pytest.skip("onnxruntime is not installed (pip install 'captioner[onnx]')")
+    _require(engine)
     cpu = torch.device("cpu")
     fast = Captioner(*load_model(checkpoint)[:3], cpu, engine=engine)
     plain = Captioner(*load_model(checkpoint)[:3], cpu, engine=None)  # the encoder as trained
@@ -118,16 +118,38 @@ def test_results_stream_without_reading_every_image_first(checkpoint, scenes):
     assert sum(1 for _ in results) == len(sources) - 1
 
 
-@pytest.mark.skipif(not onnx_available(), reason="onnxruntime is not installed (pip install 'captioner[onnx]')")
-def test_onnx_runtime_computes_the_same_grid():
-    config = ModelConfig(image_size=96, grid=3)
+def _require(engine: str) -> None:
+    """make test installs both exported engines; a bare install skips their tests, saying why."""
+    if not engine_available(engine):
+        pytest.skip(f"{engine} is not installed (pip install 'captioner[{engine}]')")
+
+
+@pytest.mark.parametrize("engine", ["onnx", "openvino"])
+@pytest.mark.parametrize("backbone", ["efficientnet_lite0", "resnet50"])
+def test_the_exported_engines_compute_the_same_grid(engine, backbone):
+    _require(engine)
+    config = ModelConfig(backbone=backbone, pretrained="none", image_size=96, grid=3)
     model = new_model(config, vocab_size=8).eval()
-    onnx = inference_encoder(model.encoder, image_size=96, device=torch.device("cpu"), engine="onnx")
+    fast = inference_encoder(model.encoder, image_size=96, device=torch.device("cpu"), engine=engine)
     x = torch.randn(3, 3, 96, 96)
     with torch.inference_mode():
         want = model.encoder(x)
-    got = onnx(x)
+        got = torch.cat([fast(x[:1]), fast(x[1:])])  # the batch is dynamic
     assert got.shape == want.shape and torch.allclose(got, want, rtol=1e-4, atol=1e-4 * float(want.abs().max()))
+
+
+def test_auto_runs_the_fastest_installed_engine_for_the_backbone(monkeypatch):
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    monkeypatch.setattr(inference, "engine_available", lambda e: True)
+    assert resolve_engine("auto", "efficientnet_lite0", cpu) == "openvino"
+    assert resolve_engine("auto", "resnet101", cpu) == "onnx"
+    assert resolve_engine("auto", "efficientnet_lite0", cuda) == "torch"
+    monkeypatch.setattr(inference, "engine_available", lambda e: e == "onnx")
+    assert resolve_engine("auto", "efficientnet_lite0", cpu) == "onnx"
+    monkeypatch.setattr(inference, "engine_available", lambda e: False)
+    assert resolve_engine("auto", "resnet50", cpu) == "torch"
+    with pytest.raises(ValueError, match="openvino needs|'openvino' needs"):
+        resolve_engine("openvino", "resnet50", cpu)
 
 
 def test_engine_choices_are_checked():
@@ -136,3 +158,5 @@ def test_engine_choices_are_checked():
         inference_encoder(model.encoder, image_size=64, device=torch.device("cpu"), engine="tensorrt")
     with pytest.raises(ValueError, match="CPU only"):
         inference_encoder(model.encoder, image_size=64, device=torch.device("cuda"), engine="onnx")
+    with pytest.raises(ValueError, match="CPU only"):
+        inference_encoder(model.encoder, image_size=64, device=torch.device("cuda"), engine="openvino")

@@ -204,7 +204,7 @@ def build_cache(data_path: Path, meta_path: Path, key: CacheKey, records: Sequen
                         collate_fn=collate_eval)
     chunk = default_encode_chunk(device, config.backbone)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        fast = inference_encoder(encoder, image_size=config.image_size, device=device)  # BatchNorms folded; ONNX
+        fast = inference_encoder(encoder, image_size=config.image_size, device=device)  # BatchNorms folded; OpenVINO or ONNX
         return write_cache(data_path, meta_path, key, records, regions=config.grid * config.grid,
                            dim=encoder_dim(config), batches=_encoded(loader, fast, device, chunk),
                            progress=progress)

@@ -101,6 +101,7 @@ class Encoder(nn.Module):
     def __init__(self, *, config: ModelConfig) -> None:
         super().__init__()
         self.grid = config.grid
+        self.backbone_name = config.backbone
         self.backbone = build_backbone(config)
         self.stages = self.backbone.stages()
         # NHWC is faster for depthwise convs on a CPU (bench/results.md).
