@@ -353,6 +353,64 @@ def test_resume_restores_the_baseline_and_the_sampler(tmp_path):
         resumed(True)
 
 
+def _saved_hard_run(tmp_path):
+    from captioner.train.loop import train_step
+    from captioner.train.resume import TrainState, save_training_checkpoint
+    from captioner.words.vocab import SPECIALS, Vocab
+
+    vocab = Vocab([*SPECIALS, *(f"w{i}" for i in range(12 - len(SPECIALS)))])
+    model, opt, cfg, batch, config = _hard_parts()
+    for _ in range(2):
+        train_step(opt, batch, config=cfg)
+    path = save_training_checkpoint(tmp_path / "last.pt", model=model, config=config, vocab=vocab, opt=opt,
+                                    state=TrainState(step=2))
+    return torch.load(path, weights_only=True), opt, cfg
+
+
+def _restored(ckpt, cfg, **kw):
+    from captioner.train.optim import make_optimization, param_groups
+    from captioner.train.resume import resumed_model, restore
+
+    m = resumed_model(ckpt, "last.pt")
+    o = make_optimization(m.decoder, param_groups(m, cfg), cfg, torch.device("cpu"), hard_attention=True)
+    said: list[str] = []
+    restore(ckpt, o, say=said.append, **kw)
+    return o, said, torch.get_rng_state()
+
+
+def test_a_sampler_saved_on_another_device_type_is_reseeded_and_the_run_goes_on(tmp_path):
+    """A GPU run's sampler state (a 16-byte Philox state) cannot go into a CPU generator: the
+    run resumes with the baseline, a generator seeded from (seed, rank, step), and says so."""
+    ckpt, opt, cfg = _saved_hard_run(tmp_path)
+    ckpt["hard_attention"]["generator"] = torch.zeros(16, dtype=torch.uint8)  # what a CUDA generator saves
+    o, said, _ = _restored(ckpt, cfg)
+    assert float(o.hard.baseline) == float(opt.hard.baseline) != 0.0
+    assert any("another device type" in line and "not bit-exactly" in line for line in said)
+    again, _, _ = _restored(ckpt, cfg)
+    assert torch.equal(o.hard.generator.get_state(), again.hard.generator.get_state())  # deterministic
+    assert not torch.equal(o.hard.generator.get_state(), opt.hard.generator.get_state())
+    # and a state that fits is taken as it is, silently
+    ckpt, opt, cfg = _saved_hard_run(tmp_path)
+    o, said, _ = _restored(ckpt, cfg)
+    assert said == [] and torch.equal(o.hard.generator.get_state(), opt.hard.generator.get_state())
+
+
+def test_ranks_beyond_those_saved_draw_streams_of_their_own(tmp_path):
+    """A one-process hard run resumed on two: rank 0 continues from the saved states; rank 1
+    gets its own sampler and dropout streams (not a replay of rank 0's), the same every time."""
+    ckpt, opt, cfg = _saved_hard_run(tmp_path)
+    o0, said0, rng0 = _restored(ckpt, cfg, rank=0, world=2)
+    o1, said1, rng1 = _restored(ckpt, cfg, rank=1, world=2)
+    assert torch.equal(o0.hard.generator.get_state(), opt.hard.generator.get_state())
+    assert torch.equal(rng0, ckpt["rng"]["torch"])
+    assert not torch.equal(o1.hard.generator.get_state(), o0.hard.generator.get_state())
+    assert not torch.equal(rng1, rng0)
+    assert float(o1.hard.baseline) == float(o0.hard.baseline)
+    o1b, _, rng1b = _restored(ckpt, cfg, rank=1, world=2)
+    assert torch.equal(o1b.hard.generator.get_state(), o1.hard.generator.get_state()) and torch.equal(rng1b, rng1)
+    assert any("resharded" in line for line in said0) and said0 == said1
+
+
 @pytest.mark.slow  # tiny training runs, about 10 s each
 def test_training_a_hard_model_resumes_exactly(tmp_path):
     """`train` with model.attention=hard logs the reward, baseline and entropy, and a run resumed

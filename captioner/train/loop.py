@@ -335,7 +335,7 @@ def train(config: Config, out_dir: str | Path, *, resume: bool = False, log: Log
                             rank=dist_info.rank)
     state = TrainState()
     if ckpt is not None:
-        state = restore(ckpt, opt, rank=dist_info.rank, world=dist_info.world)  # last: the RNG states continue
+        state = restore(ckpt, opt, rank=dist_info.rank, world=dist_info.world, say=say)  # last: RNG states continue
         where = (f"batch {state.batch_in_epoch} of epoch {state.epoch + 1}" if state.batch_in_epoch
                  else f"the start of epoch {state.epoch + 1}")
         say(f"resumed from {out / 'last.pt'}: {state.epoch} epochs and {state.step} steps done; continuing at {where}")

@@ -44,9 +44,19 @@ class HardAttentionState:
         """Tensors only, so a checkpoint holding it loads with `weights_only=True`."""
         return {"baseline": self.baseline.detach().cpu().clone(), "generator": self.generator.get_state()}
 
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> bool:
+        """The baseline and the generator's state. False when the state is another device type's
+        (a CPU generator's cannot go into a CUDA one, nor back): the baseline is loaded, and the
+        generator is left for the caller to reseed (`reseed`)."""
         self.baseline.copy_(state["baseline"])
-        self.generator.set_state(state["generator"])
+        try:
+            self.generator.set_state(state["generator"])
+        except RuntimeError:
+            return False
+        return True
+
+    def reseed(self, seed: int) -> None:
+        self.generator.manual_seed(seed + SAMPLING_SEED_OFFSET)
 
 
 @dataclass(frozen=True)

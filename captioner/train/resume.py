@@ -7,7 +7,8 @@ the checkpoint was written; finished epochs are never redone. A hard-attention r
 stores its REINFORCE baseline and its region sampler's generator (`hard_attention`). Under
 torchrun every rank has its own RNG streams, baseline and sampler: `rank_states` holds each
 rank's (the top-level `rng` and `hard_attention` are rank 0's), and a rank resumes from its own,
-so a distributed run resumes exactly as well, at the same world size. The
+so a distributed run resumes exactly as well, at the same world size (at another, see
+`restore`). A hard run's sampler saved on a GPU is reseeded when resumed on a CPU, and back. The
 weights go through the one checkpoint loader (`captioner.checkpoint.build_model`), as for
 every other reader.
 """
@@ -16,7 +17,7 @@ from __future__ import annotations
 import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -144,27 +145,51 @@ def resumed_model(ckpt: dict[str, Any], source: str) -> CaptionModel:
     return build_model(ckpt, source).model
 
 
-def restore(ckpt: dict[str, Any], opt: Optimization, *, rank: int = 0, world: int = 1) -> TrainState:
+def restore(ckpt: dict[str, Any], opt: Optimization, *, rank: int = 0, world: int = 1,
+            say: Callable[[str], None] | None = None) -> TrainState:
     """Load optimizer, scheduler, scaler and RNG states (and a hard-attention run's baseline and
-    sampler) from `ckpt`; the run's position in it. Rank `rank` of `world` takes its own RNG and
-    sampler states when the checkpoint holds every rank's (`rank_states`) for this world size;
-    otherwise (one process, or another world size, which reshards the data anyway) rank 0's.
+    sampler) from `ckpt`; the run's position in it.
+
+    Rank `rank` takes its own RNG and sampler states from `rank_states`. Where the checkpoint
+    has none for it (a run resumed on more processes than wrote it), it takes rank 0's with
+    torch's generator and the sampler reseeded from (seed, rank, step), so that no two ranks draw
+    the same stream; such a resume, like any at another world size (which reshards the data), is
+    not bit-exact. A hard-attention sampler saved on another device type (CPU and CUDA
+    generators differ) is reseeded the same way, and the run continues with its baseline. Both
+    are said through `say`.
 
     Call it last, after everything that draws random numbers while a run is set up (the
     model's initialisation), so the run continues with the checkpoint's RNG states.
     """
+    say = say or (lambda message: None)
     opt.optimizer.load_state_dict(ckpt["optimizer"])
     opt.scheduler.load_state_dict(ckpt["scheduler"])
     opt.scaler.load_state_dict(ckpt["scaler"])
     ranks = ckpt.get("rank_states")
-    mine = ranks[rank] if isinstance(ranks, list) and len(ranks) == world else ckpt
+    ranks = ranks if isinstance(ranks, list) and ranks else [ckpt]  # one process: its own, at the top level
+    if len(ranks) != world:
+        say(f"resuming on {world} processes a run written by {len(ranks)}: the data is resharded, so it does "
+            f"not continue bit-exactly")
+    mine = ranks[rank] if rank < len(ranks) else ranks[0]
+    fresh_seed = _rank_seed(ckpt, rank) if rank >= len(ranks) else None
     if opt.hard is not None:
         if "hard_attention" not in mine:
             raise CheckpointError("cannot resume hard attention: the checkpoint has no baseline or sampler "
                                   "state (hard_attention)")
-        try:
-            opt.hard.load_state_dict(mine["hard_attention"])
-        except RuntimeError as err:  # a CPU generator's state does not fit a CUDA one, and back
-            raise CheckpointError(f"cannot resume hard attention's sampler on this device ({err})") from None
+        fits = opt.hard.load_state_dict(mine["hard_attention"])
+        if not fits:
+            say(f"hard attention: the sampler's state was saved on another device type than "
+                f"{opt.hard.generator.device.type}, so regions are now drawn from a generator seeded by "
+                f"(seed, rank, step); the baseline carries over and the run continues, not bit-exactly")
+        if not fits or fresh_seed is not None:
+            opt.hard.reseed(_rank_seed(ckpt, rank))
     set_rng_state(mine["rng"])
+    if fresh_seed is not None:
+        torch.manual_seed(fresh_seed)
     return TrainState.from_checkpoint(ckpt)
+
+
+def _rank_seed(ckpt: dict[str, Any], rank: int) -> int:
+    """A seed of its own for `rank` at this checkpoint's step, from the run's seed."""
+    seed = int(ckpt["config"].get("train", {}).get("seed", 0))
+    return int(np.random.SeedSequence([seed, rank, int(ckpt["step"])]).generate_state(1)[0])
