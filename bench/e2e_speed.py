@@ -142,7 +142,10 @@ def encoder_figures(model: str, times: dict[str, list[float]], n: int, chunk: in
         figs.append(Figure(f"e2e.{model}.encoder_openvino_over_onnx", median(times[f"onnx.chunk{chunk}"])
                            / median(times[f"openvino.chunk{chunk}"]), "x",
                            note=f"both at chunk {chunk}, same process; > 1: OpenVINO is faster"))
-    bound = median(times[f"{engine if engine in names else 'fused'}.chunk{chunk}"])
+    key = f"{engine if engine in names else 'fused'}.chunk{chunk}"
+    if key not in times:
+        raise RuntimeError(f"e2e: {model}'s encoder bound needs {key}, which e2e_worker.py did not measure")
+    bound = median(times[key])
     figs.append(Figure(f"e2e.{model}.encoder_bound", n / bound, "images/s",
                        note=f"{engine}, chunk {chunk}, as captioning runs it"))
     return figs, bound

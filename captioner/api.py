@@ -29,7 +29,7 @@ def load_captioner(checkpoint: str | Path | None = None, device: str | torch.dev
 
     `engine` runs the encoder: "torch" (BatchNorms folded), or on a CPU "onnx" (ONNX Runtime,
     `pip install 'captioner[onnx]'`) or "openvino" (`pip install 'captioner[openvino]'`), faster
-    per image but with one to two seconds of set-up, so worth it for folders, not for one image;
+    per image but with about 1.5 s of set-up, so worth it for folders, not for one image;
     "auto" is the fastest of them installed for the backbone (`features.inference.cpu_engine`).
     """
     path = Path(checkpoint) if checkpoint is not None else DEFAULT_CHECKPOINT

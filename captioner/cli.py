@@ -20,9 +20,12 @@ from captioner.overlay.options import MODES, STYLES, OverlayOptions
 
 EXIT_OK, EXIT_PARTIAL, EXIT_USAGE = 0, 1, 2
 #: From this many images on, `--engine auto` uses an exported engine (OpenVINO or ONNX Runtime):
-#: its set-up (export and compile, one to two seconds) costs more than it saves on fewer
+#: its set-up (export and compile, about 1.5 s) costs more than it saves on fewer
 #: (bench/results.md, e2e.*.encoder_*).
-ONNX_MIN_IMAGES = 64
+EXPORTED_MIN_IMAGES = 64
+#: `--engine`: `captioner.features.inference.ENGINES`, repeated so the CLI starts without torch
+#: (tests/test_captioning.py checks they agree).
+ENGINE_CHOICES = ("auto", "torch", "onnx", "openvino")
 #: DataLoader workers that read images for `caption` while the model runs, by device. On a CPU
 #: the CNN already keeps every core busy and workers only compete with it (bench/README.md).
 CAPTION_WORKERS = {"cpu": 0, "cuda": 2}
@@ -69,14 +72,14 @@ def expand_inputs(items: Sequence[str]) -> tuple[list[Path], list[str]]:
 
 def _engine(choice: str, images: int) -> str:
     """--engine auto: an exported engine once there are enough images to repay its set-up."""
-    return ("auto" if images >= ONNX_MIN_IMAGES else "torch") if choice == "auto" else choice
+    return ("auto" if images >= EXPORTED_MIN_IMAGES else "torch") if choice == "auto" else choice
 
 
 def _add_engine(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--engine", choices=["auto", "torch", "onnx", "openvino"], default="auto",  # = inference.ENGINES
+    p.add_argument("--engine", choices=ENGINE_CHOICES, default="auto",
                    help=f"what runs the CNN: torch, onnx (ONNX Runtime) or openvino, both on a CPU, faster per "
                         f"image but ~1.5 s to set up; auto: on a CPU, the fastest installed for the backbone "
-                        f"(openvino for EfficientNet-Lite, onnx for ResNets), from {ONNX_MIN_IMAGES} images on")
+                        f"(openvino for EfficientNet-Lite, onnx for ResNets), from {EXPORTED_MIN_IMAGES} images on")
 
 
 def cmd_caption(args: argparse.Namespace) -> int:
@@ -284,7 +287,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from captioner.api import load_captioner
     from captioner.evaluation import evaluate
 
-    cap = load_captioner(args.checkpoint, device=args.device, engine=_engine(args.engine, ONNX_MIN_IMAGES))
+    cap = load_captioner(args.checkpoint, device=args.device, engine=_engine(args.engine, EXPORTED_MIN_IMAGES))
     report = evaluate(cap, args.data, args.images, split=args.split, beam_size=args.beam_size,
                       max_len=args.max_len, batch_size=args.batch_size, num_workers=args.workers,
                       grounding=args.grounding, results_path=args.results,

@@ -308,12 +308,10 @@ def test_train_step_adds_reinforce_to_the_loss_gradient():
                                             abs=1e-6)
 
 
-def test_resume_restores_the_baseline_and_the_sampler(tmp_path):
-    """Two steps, last.pt, two more steps; a fresh run restored from last.pt takes the same two
-    steps: the same weights and the same baseline. Without the restored state it does not."""
+def _saved_hard_run(tmp_path):
+    """A tiny hard model after two steps, and its last.pt as `torch.load(weights_only=True)` reads it."""
     from captioner.train.loop import train_step
-    from captioner.train.resume import TrainState, restore, resumed_model, save_training_checkpoint
-    from captioner.train.optim import make_optimization, param_groups
+    from captioner.train.resume import TrainState, save_training_checkpoint
     from captioner.words.vocab import SPECIALS, Vocab
 
     vocab = Vocab([*SPECIALS, *(f"w{i}" for i in range(12 - len(SPECIALS)))])
@@ -322,8 +320,29 @@ def test_resume_restores_the_baseline_and_the_sampler(tmp_path):
         train_step(opt, batch, config=cfg)
     path = save_training_checkpoint(tmp_path / "last.pt", model=model, config=config, vocab=vocab, opt=opt,
                                     state=TrainState(step=2))
+    return torch.load(path, weights_only=True), opt, cfg, model, batch, path
+
+
+def _restored(ckpt, cfg, **kw):
+    from captioner.train.optim import make_optimization, param_groups
+    from captioner.train.resume import resumed_model, restore
+
+    m = resumed_model(ckpt, "last.pt")
+    o = make_optimization(m.decoder, param_groups(m, cfg), cfg, torch.device("cpu"), hard_attention=True)
+    said: list[str] = []
+    restore(ckpt, o, say=said.append, **kw)
+    return o, said, torch.get_rng_state()
+
+
+def test_resume_restores_the_baseline_and_the_sampler(tmp_path):
+    """Two steps, last.pt, two more steps; a fresh run restored from last.pt takes the same two
+    steps: the same weights and the same baseline. Without the restored state it does not."""
+    from captioner.train.loop import train_step
+    from captioner.train.resume import restore, resumed_model
+    from captioner.train.optim import make_optimization, param_groups
+
+    ckpt, opt, cfg, model, batch, path = _saved_hard_run(tmp_path)
     after = [train_step(opt, batch, config=cfg) for _ in range(2)]
-    ckpt = torch.load(path, weights_only=True)
     assert ckpt["config"]["model"]["attention"] == "hard"
     assert float(ckpt["hard_attention"]["baseline"]) != 0.0
 
@@ -353,44 +372,26 @@ def test_resume_restores_the_baseline_and_the_sampler(tmp_path):
         resumed(True)
 
 
-def _saved_hard_run(tmp_path):
-    from captioner.train.loop import train_step
-    from captioner.train.resume import TrainState, save_training_checkpoint
-    from captioner.words.vocab import SPECIALS, Vocab
-
-    vocab = Vocab([*SPECIALS, *(f"w{i}" for i in range(12 - len(SPECIALS)))])
-    model, opt, cfg, batch, config = _hard_parts()
-    for _ in range(2):
-        train_step(opt, batch, config=cfg)
-    path = save_training_checkpoint(tmp_path / "last.pt", model=model, config=config, vocab=vocab, opt=opt,
-                                    state=TrainState(step=2))
-    return torch.load(path, weights_only=True), opt, cfg
-
-
-def _restored(ckpt, cfg, **kw):
-    from captioner.train.optim import make_optimization, param_groups
-    from captioner.train.resume import resumed_model, restore
-
-    m = resumed_model(ckpt, "last.pt")
-    o = make_optimization(m.decoder, param_groups(m, cfg), cfg, torch.device("cpu"), hard_attention=True)
-    said: list[str] = []
-    restore(ckpt, o, say=said.append, **kw)
-    return o, said, torch.get_rng_state()
-
-
 def test_a_sampler_saved_on_another_device_type_is_reseeded_and_the_run_goes_on(tmp_path):
     """A GPU run's sampler state (a 16-byte Philox state) cannot go into a CPU generator: the
     run resumes with the baseline, a generator seeded from (seed, rank, step), and says so."""
-    ckpt, opt, cfg = _saved_hard_run(tmp_path)
+    ckpt, opt, cfg, *_ = _saved_hard_run(tmp_path)
     ckpt["hard_attention"]["generator"] = torch.zeros(16, dtype=torch.uint8)  # what a CUDA generator saves
     o, said, _ = _restored(ckpt, cfg)
     assert float(o.hard.baseline) == float(opt.hard.baseline) != 0.0
     assert any("another device type" in line and "not bit-exactly" in line for line in said)
-    again, _, _ = _restored(ckpt, cfg)
-    assert torch.equal(o.hard.generator.get_state(), again.hard.generator.get_state())  # deterministic
-    assert not torch.equal(o.hard.generator.get_state(), opt.hard.generator.get_state())
+    from captioner.train.optim import HardAttentionState
+    from captioner.train.resume import _rank_seed
+
+    expected = HardAttentionState.seeded(_rank_seed(ckpt, 0), torch.device("cpu")).generator.get_state()
+    assert torch.equal(o.hard.generator.get_state(), expected)  # reseeded from (seed, rank, step) ...
+    fresh_run = HardAttentionState.seeded(cfg.seed, torch.device("cpu")).generator.get_state()
+    assert not torch.equal(expected, fresh_run)  # ... not left at a new run's seed
+    ckpt["hard_attention"]["generator"] = torch.zeros(5056, dtype=torch.uint8)  # the right size, but corrupt
+    with pytest.raises(RuntimeError):
+        _restored(ckpt, cfg)
     # and a state that fits is taken as it is, silently
-    ckpt, opt, cfg = _saved_hard_run(tmp_path)
+    ckpt, opt, cfg, *_ = _saved_hard_run(tmp_path)
     o, said, _ = _restored(ckpt, cfg)
     assert said == [] and torch.equal(o.hard.generator.get_state(), opt.hard.generator.get_state())
 
@@ -398,7 +399,7 @@ def test_a_sampler_saved_on_another_device_type_is_reseeded_and_the_run_goes_on(
 def test_ranks_beyond_those_saved_draw_streams_of_their_own(tmp_path):
     """A one-process hard run resumed on two: rank 0 continues from the saved states; rank 1
     gets its own sampler and dropout streams (not a replay of rank 0's), the same every time."""
-    ckpt, opt, cfg = _saved_hard_run(tmp_path)
+    ckpt, opt, cfg, *_ = _saved_hard_run(tmp_path)
     o0, said0, rng0 = _restored(ckpt, cfg, rank=0, world=2)
     o1, said1, rng1 = _restored(ckpt, cfg, rank=1, world=2)
     assert torch.equal(o0.hard.generator.get_state(), opt.hard.generator.get_state())
@@ -409,6 +410,26 @@ def test_ranks_beyond_those_saved_draw_streams_of_their_own(tmp_path):
     o1b, _, rng1b = _restored(ckpt, cfg, rank=1, world=2)
     assert torch.equal(o1b.hard.generator.get_state(), o1.hard.generator.get_state()) and torch.equal(rng1b, rng1)
     assert any("resharded" in line for line in said0) and said0 == said1
+
+
+def test_a_distributed_checkpoint_resumed_on_more_or_fewer_ranks(tmp_path):
+    """rank_states of two ranks: at world 3, ranks 0 and 1 keep their own states and rank 2 gets
+    a new stream; at world 1, rank 0 keeps its own."""
+    ckpt, opt, cfg, *_ = _saved_hard_run(tmp_path)
+    other = {"rng": {**ckpt["rng"], "torch": torch.Generator().manual_seed(123).get_state()},
+             "hard_attention": {"baseline": torch.tensor(-0.25),
+                                "generator": torch.Generator().manual_seed(456).get_state()}}
+    ckpt["rank_states"] = [{"rng": ckpt["rng"], "hard_attention": ckpt["hard_attention"]}, other]
+    got = {r: _restored(ckpt, cfg, rank=r, world=3) for r in range(3)}
+    assert torch.equal(got[0][2], ckpt["rng"]["torch"]) and torch.equal(got[1][2], other["rng"]["torch"])
+    assert float(got[1][0].hard.baseline) == -0.25
+    assert torch.equal(got[1][0].hard.generator.get_state(), other["hard_attention"]["generator"])
+    states = [got[r][0].hard.generator.get_state() for r in range(3)]
+    assert not torch.equal(states[2], states[0]) and not torch.equal(states[2], states[1])
+    assert not torch.equal(got[2][2], got[0][2]) and not torch.equal(got[2][2], got[1][2])
+    assert any("2 ranks'" in line for line in got[0][1])
+    alone, said, rng = _restored(ckpt, cfg, rank=0, world=1)
+    assert torch.equal(rng, ckpt["rng"]["torch"]) and any("on 1 process from" in line for line in said)
 
 
 @pytest.mark.slow  # tiny training runs, about 10 s each

@@ -6,9 +6,11 @@ exported from the folded encoder to ONNX, markedly faster than eager PyTorch; th
 compute equals PyTorch's to float rounding. Which is faster depends on the network, so "auto"
 picks by backbone, from measurements (bench/results.md: e2e.*.encoder_onnx_over_torch,
 e2e.*.encoder_openvino_over_onnx): OpenVINO for the depthwise EfficientNet-Lite (its CPU plugin
-fuses the depthwise blocks; about 2x ONNX Runtime here), ONNX Runtime for the ResNets (where
-OpenVINO is slower). Both are optional dependencies (`pip install 'captioner[onnx]'`,
-`'captioner[openvino]'`); without them, or with `engine="torch"`, the folded PyTorch encoder runs.
+fuses the depthwise blocks; 1.5x ONNX Runtime on the 2-core CI machine), ONNX Runtime for the
+ResNets (where the two were within noise of each other, 0.9-1.04x). Both are optional
+dependencies (`pip install 'captioner[onnx]'`, `'captioner[openvino]'`); without them, or with
+`engine="torch"`, the folded PyTorch encoder runs. Under "auto", an engine that is installed but
+fails to build (a broken install, an unsupported CPU) gives way to the next one.
 """
 from __future__ import annotations
 
@@ -26,24 +28,23 @@ ENGINES = ("auto", "torch", "onnx", "openvino")
 #: The CPU engines "auto" tries, fastest first, by backbone family (measured on the 2-core CI
 #: machine; bench/results.md, e2e.*.encoder_*).
 CPU_ENGINE_ORDER = {"efficientnet_lite": ("openvino", "onnx"), "resnet": ("onnx", "openvino")}
-_NEEDS = {"onnx": ("onnxruntime", "onnx"), "openvino": ("openvino", "onnx")}
-_INSTALL = {"onnx": "onnxruntime and onnx: pip install 'captioner[onnx]'",
-            "openvino": "openvino and onnx: pip install 'captioner[openvino]'"}
 
 
 def engine_available(engine: str) -> bool:
-    """True when `engine` ("onnx" or "openvino") can run here; "torch" always can."""
-    return all(importlib.util.find_spec(m) is not None for m in _NEEDS.get(engine, ()))
+    """True when `engine`'s packages are installed ("torch" always is)."""
+    return all(importlib.util.find_spec(m) is not None for m in _EXPORTED[engine].needs) if engine in _EXPORTED \
+        else True
 
 
-def onnx_available() -> bool:
-    return engine_available("onnx")
+def cpu_engines(backbone: str) -> list[str]:
+    """The engines "auto" tries for `backbone` on a CPU, in order: those installed, then "torch"."""
+    family = next((f for f in CPU_ENGINE_ORDER if backbone.startswith(f)), "resnet")
+    return [e for e in CPU_ENGINE_ORDER[family] if engine_available(e)] + ["torch"]
 
 
 def cpu_engine(backbone: str) -> str:
     """The engine "auto" runs `backbone` with on a CPU: the fastest one installed."""
-    family = next((f for f in CPU_ENGINE_ORDER if backbone.startswith(f)), "resnet")
-    return next((e for e in CPU_ENGINE_ORDER[family] if engine_available(e)), "torch")
+    return cpu_engines(backbone)[0]
 
 
 def export_onnx(encoder: Encoder, image_size: int) -> bytes:
@@ -63,6 +64,9 @@ def export_onnx(encoder: Encoder, image_size: int) -> bytes:
 class _ExportedEncoder(nn.Module):
     """(B, 3, S, S) -> (B, P, E) through an exported CNN on the CPU, for a fixed S."""
 
+    needs: tuple[str, ...] = ()  # the packages it imports
+    install: str = ""  # what to install, for the error message
+
     def __init__(self, encoder: Encoder) -> None:
         super().__init__()
         self.grid = encoder.grid
@@ -73,11 +77,14 @@ class _ExportedEncoder(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = np.ascontiguousarray(images.detach().cpu().numpy(), dtype=np.float32)
-        return to_regions(torch.from_numpy(np.array(self.run(x), copy=True)), self.grid)  # (B, P, E)
+        return to_regions(torch.from_numpy(self.run(x)), self.grid)  # (B, P, E); both engines return new arrays
 
 
 class OnnxEncoder(_ExportedEncoder):
     """The CNN through an ONNX Runtime session."""
+
+    needs = ("onnxruntime", "onnx")
+    install = "onnxruntime and onnx: pip install 'captioner[onnx]'"
 
     def __init__(self, encoder: Encoder, image_size: int, *, threads: int | None = None) -> None:
         super().__init__(encoder)
@@ -94,7 +101,12 @@ class OnnxEncoder(_ExportedEncoder):
 
 
 class OpenVinoEncoder(_ExportedEncoder):
-    """The CNN compiled by OpenVINO's CPU plugin, in float32 (no lower-precision inference)."""
+    """The CNN compiled by OpenVINO's CPU plugin, in float32 (no lower-precision inference).
+    It holds one inference request, so one thread at a time may call it (as captioning, the
+    cache build and the server's single model thread do)."""
+
+    needs = ("openvino", "onnx")
+    install = "openvino and onnx: pip install 'captioner[openvino]'"
 
     def __init__(self, encoder: Encoder, image_size: int, *, threads: int | None = None) -> None:
         super().__init__(encoder)
@@ -124,29 +136,40 @@ class _FeatureMap(nn.Module):
         return self.encoder.feature_map(images)
 
 
-_EXPORTED = {"onnx": OnnxEncoder, "openvino": OpenVinoEncoder}
+_EXPORTED: dict[str, type[_ExportedEncoder]] = {"onnx": OnnxEncoder, "openvino": OpenVinoEncoder}
 
 
 def resolve_engine(engine: str, backbone: str, device: torch.device) -> str:
-    """"auto" -> the engine that runs: the fastest installed for `backbone` on a CPU, else "torch"."""
+    """"auto" -> the engine to try first: the fastest installed for `backbone` on a CPU, else "torch"."""
+    return _candidates(engine, backbone, device)[0]
+
+
+def _candidates(engine: str, backbone: str, device: torch.device) -> list[str]:
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
     if engine in _EXPORTED and device.type != "cpu":
         raise ValueError(f"engine {engine!r} runs on the CPU only, not on {device}")
     if engine in _EXPORTED and not engine_available(engine):
-        raise ValueError(f"engine {engine!r} needs {_INSTALL[engine]}")
+        raise ValueError(f"engine {engine!r} needs {_EXPORTED[engine].install}")
     if engine == "auto":
-        return cpu_engine(backbone) if device.type == "cpu" else "torch"
-    return engine
+        return cpu_engines(backbone) if device.type == "cpu" else ["torch"]
+    return [engine]
 
 
 def inference_encoder(encoder: Encoder, *, image_size: int, device: torch.device,
                       engine: str = "auto") -> nn.Module:
     """A forward-only copy of a frozen encoder: "onnx" (ONNX Runtime, CPU only), "openvino"
     (CPU only), "torch" (eager, BatchNorms folded), or "auto": the fastest of them installed for
-    this backbone on a CPU (`cpu_engine`), "torch" elsewhere."""
-    chosen = resolve_engine(engine, encoder.backbone_name, device)
+    this backbone on a CPU (`cpu_engines`, falling back past one that fails to build), "torch"
+    elsewhere."""
     fused = fuse_batchnorm(encoder)
-    if chosen in _EXPORTED:
-        return _EXPORTED[chosen](fused, image_size)
+    candidates = _candidates(engine, encoder.backbone_name, device)
+    for chosen in candidates:
+        if chosen not in _EXPORTED:
+            break
+        try:
+            return _EXPORTED[chosen](fused, image_size)
+        except (ImportError, OSError, RuntimeError):
+            if engine != "auto":
+                raise
     return fused.to(device)

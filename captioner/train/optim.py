@@ -33,8 +33,9 @@ class HardAttentionState:
     @classmethod
     def seeded(cls, seed: int, device: torch.device) -> HardAttentionState:
         """b_0 = 0, as capgen.py starts its baseline_time."""
-        generator = torch.Generator(device=device).manual_seed(seed + SAMPLING_SEED_OFFSET)
-        return cls(torch.zeros((), device=device), generator)
+        state = cls(torch.zeros((), device=device), torch.Generator(device=device))
+        state.reseed(seed)
+        return state
 
     def sampler(self, batch_size: int, expectation_p: float) -> RegionSampler:
         """The rule one batch is trained with (see `RegionSampler.draw`)."""
@@ -49,10 +50,10 @@ class HardAttentionState:
         (a CPU generator's cannot go into a CUDA one, nor back): the baseline is loaded, and the
         generator is left for the caller to reseed (`reseed`)."""
         self.baseline.copy_(state["baseline"])
-        try:
-            self.generator.set_state(state["generator"])
-        except RuntimeError:
+        saved, own = state["generator"], self.generator.get_state()
+        if saved.numel() != own.numel():  # a CPU Mersenne Twister (5056 bytes) against a CUDA Philox (16)
             return False
+        self.generator.set_state(saved)  # anything else wrong with the state is an error
         return True
 
     def reseed(self, seed: int) -> None:

@@ -165,13 +165,16 @@ def restore(ckpt: dict[str, Any], opt: Optimization, *, rank: int = 0, world: in
     opt.optimizer.load_state_dict(ckpt["optimizer"])
     opt.scheduler.load_state_dict(ckpt["scheduler"])
     opt.scaler.load_state_dict(ckpt["scaler"])
-    ranks = ckpt.get("rank_states")
-    ranks = ranks if isinstance(ranks, list) and ranks else [ckpt]  # one process: its own, at the top level
+    saved = ckpt.get("rank_states")
+    ranks = saved if isinstance(saved, list) and saved else [ckpt]  # one process: its own, at the top level
     if len(ranks) != world:
-        say(f"resuming on {world} processes a run written by {len(ranks)}: the data is resharded, so it does "
+        held = f"{len(ranks)} rank{'s' if len(ranks) != 1 else ''}'" if saved else "one process's"
+        say(f"resuming on {world} process{'es' if world != 1 else ''} from a checkpoint with {held} RNG states: "
+            f"the data is resharded and ranks without a saved state get streams of their own, so the run does "
             f"not continue bit-exactly")
     mine = ranks[rank] if rank < len(ranks) else ranks[0]
-    fresh_seed = _rank_seed(ckpt, rank) if rank >= len(ranks) else None
+    own_seed = _rank_seed(ckpt, rank)
+    fresh = rank >= len(ranks)
     if opt.hard is not None:
         if "hard_attention" not in mine:
             raise CheckpointError("cannot resume hard attention: the checkpoint has no baseline or sampler "
@@ -181,11 +184,11 @@ def restore(ckpt: dict[str, Any], opt: Optimization, *, rank: int = 0, world: in
             say(f"hard attention: the sampler's state was saved on another device type than "
                 f"{opt.hard.generator.device.type}, so regions are now drawn from a generator seeded by "
                 f"(seed, rank, step); the baseline carries over and the run continues, not bit-exactly")
-        if not fits or fresh_seed is not None:
-            opt.hard.reseed(_rank_seed(ckpt, rank))
+        if not fits or fresh:
+            opt.hard.reseed(own_seed)
     set_rng_state(mine["rng"])
-    if fresh_seed is not None:
-        torch.manual_seed(fresh_seed)
+    if fresh:
+        seed_all(own_seed)
     return TrainState.from_checkpoint(ckpt)
 
 
