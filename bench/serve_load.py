@@ -7,9 +7,10 @@ and must come back with the caption that image gets alone; one in four is bad (n
 truncated PNG, a decompression bomb, beam_size 0, a body declared over --max-upload-mb) and
 must be refused with its 4xx. /healthz must still say ok at the end, with nothing in progress.
 
-On a CPU the CNN runs one image at a time (captioning.CPU_ENCODE_CHUNK), so batching can only
-speed up the decoder: measured here in-process, in the same run, the decoder's share of the
-per-image time gives the bound on the gain (1 / (1 - share): a decoder that cost nothing), and
+On a CPU the CNN runs a few images a call at most (features.encoder.default_encode_chunk: one,
+or four with OpenVINO, which gains it a little), so batching mostly speeds up the decoder:
+measured here in-process, in the same run, the decoder's share of the per-image time gives the
+bound on the gain (1 / (1 - share): a decoder that cost nothing, the CNN as costly as alone), and
 the batched decoder's own speed-up gives the gain the parts predict. On a GPU, where the CNN
 batches too, the gain can be far larger.
 """
@@ -341,8 +342,8 @@ def run(sizes: Sizes, dm: DefaultModel, work: Path) -> tuple[list[Figure], list[
                note=f"beam search / (CNN + beam search), one image alone, medians over 3 rounds between the server runs: {parts['decoder_alone_s'] * 1000:.0f} ms / "
                     f"({parts['cnn_s'] * 1000:.0f} + {parts['decoder_alone_s'] * 1000:.0f}) ms, in-process"),
         Figure("serve.gain_bound", parts["bound"], "x",
-               note="1 / (1 - decoder share): the gain if batching made the decoder free, since the CNN runs "
-                    "one image at a time on a CPU"),
+               note="1 / (1 - decoder share): the gain if batching made the decoder free and left the CNN's "
+                    "per-image cost as it is alone (on a CPU it runs 1-4 images a call)"),
         Figure("serve.gain_predicted", parts["predicted"], "x",
                note=f"(CNN + decoder alone) / (CNN + decoder per image in a batch of {load.batch}: "
                     f"{parts['decoder_batched_s'] * 1000:.0f} ms)"),

@@ -168,7 +168,8 @@ class Captioner:
         self.checkpoint_info = dict(checkpoint_info or {})
         self.preprocess: Preprocess = preprocess_for(config.model)
         self.encode_chunk = (encode_chunk if encode_chunk is not None
-                             else default_encode_chunk(device, config.model.backbone))
+                             else default_encode_chunk(device, config.model.backbone,
+                                                  getattr(self.model.encoder, "engine", "torch")))
 
     @property
     def grid(self) -> int:

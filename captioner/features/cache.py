@@ -202,9 +202,9 @@ def build_cache(data_path: Path, meta_path: Path, key: CacheKey, records: Sequen
     source = ImageSource.from_records(records, preprocess_for(config))
     loader = DataLoader(EvalDataset(records, source), batch_size=batch_size, num_workers=num_workers,
                         collate_fn=collate_eval)
-    chunk = default_encode_chunk(device, config.backbone)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         fast = inference_encoder(encoder, image_size=config.image_size, device=device)  # BatchNorms folded; OpenVINO or ONNX
+        chunk = default_encode_chunk(device, config.backbone, getattr(fast, "engine", "torch"))
         return write_cache(data_path, meta_path, key, records, regions=config.grid * config.grid,
                            dim=encoder_dim(config), batches=_encoded(loader, fast, device, chunk),
                            progress=progress)

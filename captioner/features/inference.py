@@ -64,6 +64,7 @@ def export_onnx(encoder: Encoder, image_size: int) -> bytes:
 class _ExportedEncoder(nn.Module):
     """(B, 3, S, S) -> (B, P, E) through an exported CNN on the CPU, for a fixed S."""
 
+    engine = ""  # its name in ENGINES
     needs: tuple[str, ...] = ()  # the packages it imports
     install: str = ""  # what to install, for the error message
 
@@ -83,6 +84,7 @@ class _ExportedEncoder(nn.Module):
 class OnnxEncoder(_ExportedEncoder):
     """The CNN through an ONNX Runtime session."""
 
+    engine = "onnx"
     needs = ("onnxruntime", "onnx")
     install = "onnxruntime and onnx: pip install 'captioner[onnx]'"
 
@@ -105,6 +107,7 @@ class OpenVinoEncoder(_ExportedEncoder):
     It holds one inference request, so one thread at a time may call it (as captioning, the
     cache build and the server's single model thread do)."""
 
+    engine = "openvino"
     needs = ("openvino", "onnx")
     install = "openvino and onnx: pip install 'captioner[openvino]'"
 
