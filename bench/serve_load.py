@@ -121,7 +121,7 @@ class Parts:
         from captioner.captioning import SearchOptions
         from captioner.image.loading import load_image
 
-        self.cap = load_captioner(dm.checkpoint, device="cpu")
+        self.cap = load_captioner(dm.checkpoint, device="cpu", engine="auto")  # as `captioner serve` runs it
         self.options = SearchOptions(beam_size=BEAM)
         self.load = load
         self.x = torch.stack([self.cap.preprocess(load_image(p)) for p in images])  # (N, 3, S, S)

@@ -396,7 +396,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if not 0 <= args.port <= 65535:
         _error(f"--port must be from 0 to 65535, got {args.port}")
         return EXIT_USAGE
-    cap = load_captioner(args.checkpoint, device=args.device)
+    # A server captions many images, so `auto` takes the exported engine at once (its set-up is repaid).
+    cap = load_captioner(args.checkpoint, device=args.device, engine=_engine(args.engine, EXPORTED_MIN_IMAGES))
     name = Path(args.checkpoint).name if args.checkpoint else "default.pt (embedded)"
     run_server(cap, options, host=args.host, port=args.port, model_name=name, log_level=args.log_level)
     return EXIT_OK
@@ -418,6 +419,7 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-queue", type=int, default=64,
                    help="most caption requests in progress at once; past it, 503")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    _add_engine(p)
     p.set_defaults(func=cmd_serve)
 
 

@@ -82,3 +82,23 @@ def test_real_photo_runs(cap):
     skdata = pytest.importorskip("skimage.data")
     [result] = cap.caption([Image.fromarray(skdata.chelsea())])
     assert result.tokens and result.alphas.shape[1:] == (14, 14)
+
+
+@pytest.mark.slow  # 54 images through the default model with each engine
+def test_every_engine_gives_the_default_model_the_same_captions(tmp_path):
+    """The exported engines and the folded BatchNorms change the CNN's float rounding only: on
+    50 fresh scenes and the shipped examples, every engine installed gives the encoder as
+    trained the same tokens, with scores within 1e-4."""
+    from captioner.checkpoint import load_model
+    from captioner.features.inference import engine_available
+
+    summary = generate_scenes(tmp_path, 50, seed=98)
+    inputs = sorted(summary.images_dir.glob("*.png")) + sorted(p for p in EXAMPLES.iterdir() if p.suffix != ".md"
+                                                            and p.suffix != ".json")
+    engines = ["torch"] + [e for e in ("onnx", "openvino") if engine_available(e)]
+    as_trained = captioner.Captioner(*load_model(captioner.DEFAULT_CHECKPOINT)[:3], torch.device("cpu"), engine=None)
+    want = as_trained.caption(inputs, beam_size=3, batch_size=32)
+    for engine in engines:
+        got = captioner.load_captioner(device="cpu", engine=engine).caption(inputs, beam_size=3, batch_size=32)
+        assert [c.tokens for c in got] == [c.tokens for c in want], engine
+        assert np.allclose([c.score for c in got], [c.score for c in want], atol=1e-4), engine
