@@ -24,15 +24,13 @@ DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "assets" / "default.pt"
 
 
 def load_captioner(checkpoint: str | Path | None = None, device: str | torch.device | None = None, *,
-                   engine: str = "torch", pipeline: bool = False) -> Captioner:
+                   engine: str = "torch") -> Captioner:
     """Load a checkpoint (None: the embedded default model) onto `device` (None: auto).
 
     `engine` runs the encoder: "torch" (BatchNorms folded), or on a CPU "onnx" (ONNX Runtime,
     `pip install 'captioner[onnx]'`) or "openvino" (`pip install 'captioner[openvino]'`), faster
     per image but with about 1.5 s of set-up, so worth it for folders, not for one image;
     "auto" is the fastest of them installed for the backbone (`features.inference.cpu_engine`).
-    `pipeline`: on a CPU, overlap the CNN with reading and decoding over several batches
-    (`Captioner`); worth it for folders.
     """
     path = Path(checkpoint) if checkpoint is not None else DEFAULT_CHECKPOINT
     if checkpoint is None and not path.is_file():
@@ -40,5 +38,4 @@ def load_captioner(checkpoint: str | Path | None = None, device: str | torch.dev
     dev = resolve_device(device)
     loaded = load_model(path, map_location="cpu")
     info = {k: v for k, v in loaded.checkpoint.items() if k in ("epoch", "step", "best_score", "metric")}
-    return Captioner(loaded.model, loaded.vocab, loaded.config, dev, checkpoint_info=info, engine=engine,
-                     pipeline=pipeline)
+    return Captioner(loaded.model, loaded.vocab, loaded.config, dev, checkpoint_info=info, engine=engine)

@@ -7,9 +7,7 @@ in `captioner.api` builds one from a checkpoint.
 """
 from __future__ import annotations
 
-import functools
 import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator, NamedTuple, Sequence
 
@@ -145,13 +143,6 @@ class _Images(Dataset):
             return _Item(None, i, err)
 
 
-@functools.cache
-def _cnn_thread() -> ThreadPoolExecutor:
-    """The one thread the pipelined CNN runs in, for the life of the process: a thread that
-    starts and ends with each call would leave thread pools behind it each time."""
-    return ThreadPoolExecutor(1, thread_name_prefix="captioner-cnn")
-
-
 class CaptionResult(NamedTuple):
     index: int  # position in the input
     caption: Caption | None  # None when the image could not be read
@@ -163,23 +154,13 @@ class Captioner:
 
     def __init__(self, model: CaptionModel, vocab: Vocab, config: Config, device: torch.device, *,
                  checkpoint_info: dict[str, Any] | None = None, encode_chunk: int | None = None,
-                 engine: str | None = "auto", pipeline: bool = False) -> None:
+                 engine: str | None = "auto") -> None:
         """Takes over `model` for inference: its encoder becomes `inference_encoder(engine)`'s
         forward-only copy (BatchNorms folded; OpenVINO or ONNX Runtime on a CPU where installed, with
-        "auto"); `engine=None` keeps the encoder as it is.
-
-        `pipeline` (a CPU only): `caption_iter` splits the cores instead of sharing them, the CNN
-        in a thread of its own on half of torch's threads, encoding each batch while this thread
-        reads the next and decodes the previous on the other half. It pays only over several
-        batches (a folder; bench/README.md), so the CLI turns it on for those."""
-        self.threads = torch.get_num_threads()
-        split = pipeline and device.type == "cpu" and self.threads >= 2
+        "auto"); `engine=None` keeps the encoder as it is."""
         if engine is not None:
-            model.encoder = inference_encoder(model.encoder, image_size=config.model.image_size, device=device,
-                                              engine=engine, threads=self.threads // 2 if split else None)
-        # Only an exported engine runs in the CNN thread: eager PyTorch there would start an OpenMP
-        # team in a second thread, which libgomp does not survive well (it crashed a later fork).
-        self.pipeline = split and getattr(model.encoder, "engine", "torch") in ("onnx", "openvino")
+            model.encoder = inference_encoder(model.encoder, image_size=config.model.image_size,
+                                              device=device, engine=engine)
         self.model = model.to(device).eval()
         self.vocab = vocab
         self.config = config
@@ -216,43 +197,11 @@ class Captioner:
         loader = DataLoader(_Images(images, self.preprocess), batch_size=batch_size,
                             num_workers=num_workers, collate_fn=_collate)
         options = SearchOptions(beam_size, max_len, length_penalty, hard_decode)
-        done_batches = self._pipelined(loader, options) if self.pipeline else \
-            ((batch, self.caption_batches([batch], options)) for batch in loader)
-        for batch, captioned in done_batches:
-            [done] = captioned
+        for batch in loader:
+            [done] = self.caption_batches([batch], options)
             results: dict[int, CaptionResult] = {i: CaptionResult(i, c) for i, c in zip(done.index, done.captions)}
             results |= {i: CaptionResult(i, None, err) for i, err in batch.failed}
             yield from (results[i] for i in sorted(results))
-
-    def _pipelined(self, loader: Iterable[_Batch], options: SearchOptions) -> Iterator[tuple[_Batch, Any]]:
-        """(batch, [CaptionedBatch]) in order, the CNN one batch ahead in a thread of its own: this
-        thread reads batch k and decodes batch k - 1 while the other encodes batch k. The CNN runs
-        on the encoder's own threads (half), the decoder on torch's, set to the other half meanwhile."""
-        def encoded(batch: _Batch) -> _Batch:
-            with torch.inference_mode():
-                x = batch.images.to(self.device)
-                features = encode(self.model.encoder, x, chunk=self.encode_chunk) if len(x) else x
-            return batch._replace(images=features)
-
-        previous = None
-        threads = torch.get_num_threads()
-        torch.set_num_threads(max(1, self.threads - self.threads // 2))
-        cnn = _cnn_thread()
-        try:
-            for batch in loader:
-                ahead = (batch, cnn.submit(encoded, batch))
-                if previous is not None:
-                    yield previous[0], self._decoded(previous[1].result(), options)
-                previous = ahead
-            if previous is not None:
-                yield previous[0], self._decoded(previous[1].result(), options)
-        finally:
-            if previous is not None:
-                previous[1].result()  # nothing left running on the CNN thread
-            torch.set_num_threads(threads)
-
-    def _decoded(self, batch: _Batch, options: SearchOptions) -> list[CaptionedBatch]:
-        return list(self.caption_batches([batch], options, from_features=True))
 
     def caption(self, images: Sequence[ImageInput], *, beam_size: int = 3, max_len: int = 50,
                 batch_size: int = 16, length_penalty: float = 0.0, hard_decode: str = "argmax") -> list[Caption]:

@@ -29,10 +29,6 @@ ENGINE_CHOICES = ("auto", "torch", "onnx", "openvino")
 #: DataLoader workers that read images for `caption` while the model runs, by device. On a CPU
 #: the CNN already keeps every core busy and workers only compete with it (bench/README.md).
 CAPTION_WORKERS = {"cpu": 0, "cuda": 2}
-#: From this many batches on, `caption` on a CPU runs the CNN in a thread of its own, one batch
-#: ahead, on half the cores (`Captioner(pipeline=True)`): 1.20x and 1.26x on 256 scenes at batch
-#: 16 (16 batches), no gain on 2 batches, and on one there is nothing to overlap.
-PIPELINE_MIN_BATCHES = 4
 #: Widest beam the commands accept.
 MAX_BEAM = 1000
 
@@ -107,8 +103,7 @@ def cmd_caption(args: argparse.Namespace) -> int:
     if overlay_dir and overlay_dir.exists() and not overlay_dir.is_dir():
         _error(f"--overlay-dir {overlay_dir}: exists and is not a directory")
         return EXIT_USAGE
-    cap = load_captioner(args.checkpoint, device=args.device, engine=_engine(args.engine, len(paths)),
-                         pipeline=len(paths) >= PIPELINE_MIN_BATCHES * args.batch_size)
+    cap = load_captioner(args.checkpoint, device=args.device, engine=_engine(args.engine, len(paths)))
     if overlay_dir:
         from captioner.overlay.files import write_overlays
         overlay_dir.mkdir(parents=True, exist_ok=True)

@@ -94,30 +94,6 @@ def test_workers_and_batch_size_do_not_change_results(checkpoint, scenes):
                [r.caption.tokens if r.caption else None for r in runs[0]]
 
 
-@pytest.mark.parametrize("engine", ["onnx", "openvino"])
-def test_the_pipeline_gives_the_same_results_in_the_same_order(checkpoint, scenes, engine, tmp_path):
-    """The CNN one batch ahead in its own thread: the same captions, failures in place, a batch
-    whose every image failed, and torch's thread count restored afterwards."""
-    _require(engine)
-    bad = tmp_path / "bad.png"
-    bad.write_bytes(b"not a png")
-    inputs = [*scenes[:4], bad, bad, bad, *scenes[4:]]  # with batch size 3, the second batch is all bad
-    threads = torch.get_num_threads()
-    runs = {}
-    for pipeline in (False, True):
-        cap = load_captioner(checkpoint, device="cpu", engine=engine, pipeline=pipeline)
-        assert cap.pipeline == (pipeline and threads >= 2)
-        assert not load_captioner(checkpoint, device="cpu", engine="torch", pipeline=True).pipeline  # see Captioner
-        runs[pipeline] = list(cap.caption_iter(inputs, beam_size=2, batch_size=3))
-        assert torch.get_num_threads() == threads
-    for a, b in zip(runs[False], runs[True], strict=True):
-        assert a.index == b.index
-        assert (a.caption.tokens if a.caption else str(a.error)) == (b.caption.tokens if b.caption else str(b.error))
-        if a.caption:
-            assert np.allclose(a.caption.alphas, b.caption.alphas, atol=1e-5)
-    assert [r.index for r in runs[True]] == list(range(len(inputs)))
-
-
 class _Recorded(Sequence):
     """A list of paths that records the highest index read."""
 

@@ -160,18 +160,18 @@ def _candidates(engine: str, backbone: str, device: torch.device) -> list[str]:
 
 
 def inference_encoder(encoder: Encoder, *, image_size: int, device: torch.device,
-                      engine: str = "auto", threads: int | None = None) -> nn.Module:
+                      engine: str = "auto") -> nn.Module:
     """A forward-only copy of a frozen encoder: "onnx" (ONNX Runtime, CPU only), "openvino"
     (CPU only), "torch" (eager, BatchNorms folded), or "auto": the fastest of them installed for
     this backbone on a CPU (`cpu_engines`, falling back past one that fails to build), "torch"
-    elsewhere. `threads`: an exported engine's intra-op threads (None: torch's count now)."""
+    elsewhere."""
     fused = fuse_batchnorm(encoder)
     candidates = _candidates(engine, encoder.backbone_name, device)
     for chosen in candidates:
         if chosen not in _EXPORTED:
             break
         try:
-            return _EXPORTED[chosen](fused, image_size, threads=threads)
+            return _EXPORTED[chosen](fused, image_size)
         except (ImportError, OSError, RuntimeError):
             if engine != "auto":
                 raise
