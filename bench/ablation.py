@@ -142,10 +142,13 @@ def recipe(data: dict[str, Path], budget: Budget, seed: int, overrides: tuple[st
 
 
 def cache(data: dict[str, Path], budget: Budget) -> None:
-    """Build the shared feature cache first, so that no row's training time includes it."""
+    """Build the shared feature cache first, so that no row's training time includes it (none
+    when every row fine-tunes encoder stages: those train on live images)."""
     from captioner.train.data import cache_features
 
-    list(cache_features(recipe(data, budget, seed=0)))
+    config = recipe(data, budget, seed=0)
+    if config.model.finetune_blocks == 0:  # a fine-tuning study trains on live images
+        list(cache_features(config))
 
 
 def train_dir(overrides: tuple[str, ...]) -> str:

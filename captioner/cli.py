@@ -389,7 +389,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     try:
         options = ServeOptions(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
-                               max_upload_mb=args.max_upload_mb, max_queue=args.max_queue)
+                               max_upload_mb=args.max_upload_mb, max_queue=args.max_queue,
+                               hard_decode=args.hard_decode)
     except ValueError as err:
         _error("--" + str(err).replace("_", "-"))
         return EXIT_USAGE
@@ -419,6 +420,7 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-queue", type=int, default=64,
                    help="most caption requests in progress at once; past it, 503")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    _add_hard_decode(p)  # the default of requests that name no `hard_decode`
     _add_engine(p)
     p.set_defaults(func=cmd_serve)
 

@@ -29,6 +29,9 @@ BACKBONES = ("efficientnet_lite0", "resnet50", "resnet101", "resnet152")
 #: "soft": the context is the alpha-weighted mean of the regions (paper section 4.2);
 #: "hard": one region, sampled from alpha when training (section 4.1).
 ATTENTIONS = ("soft", "hard")
+#: How a hard-attention model reads each word's context when it decodes: the names of
+#: captioner.model.hard_attention.DECODE_RULES (tests/test_hard_attention.py checks they agree).
+HARD_DECODE_RULES = ("argmax", "expectation")
 FEATURE_LAYERS = ("blocks", "head", "stride16")
 
 
@@ -145,6 +148,7 @@ class TrainConfig:
     patience: int = 5  # epochs without improvement before early stopping
     val_beam_size: int = 3
     val_max_len: int = 30
+    val_hard_decode: str = "argmax"  # hard attention: how validation decodes (HARD_DECODE_RULES)
     amp: str = "none"  # "none", "bf16" (CPU or CUDA), "fp16" (CUDA, with a GradScaler)
     save_every: int = 0  # steps between last.pt writes (0: only at epoch ends)
     log_every: int = 50
@@ -192,6 +196,8 @@ class TrainConfig:
             raise ConfigError(f"train.hard_baseline_decay: must be in [0, 1), got {self.hard_baseline_decay}")
         if not 0.0 <= self.hard_expectation_p <= 1.0:
             raise ConfigError(f"train.hard_expectation_p: must be in [0, 1], got {self.hard_expectation_p}")
+        if self.val_hard_decode not in HARD_DECODE_RULES:
+            raise ConfigError(f"train.val_hard_decode: {self.val_hard_decode!r} is not one of {HARD_DECODE_RULES}")
 
 
 def _is_device_name(name: str) -> bool:

@@ -515,16 +515,38 @@ def test_hard_checkpoint_through_the_cli_with_overlays(tmp_path, scene_images, c
     assert code == 0 and any(not set(np.unique(json.loads(line)["alphas"])) <= {0.0, 1.0} for line in lines)
 
 
-@pytest.mark.parametrize("command", ["caption", "evaluate"])
+@pytest.mark.parametrize("command", ["caption", "evaluate", "serve"])
 def test_the_cli_offers_every_decode_rule(command):
     import argparse
 
     from captioner.cli import build_parser
+    from captioner.config import HARD_DECODE_RULES
     from captioner.model.hard_attention import DECODE_RULES
 
     sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
     [action] = [a for a in sub._actions if a.dest == "hard_decode"]
-    assert tuple(action.choices) == tuple(DECODE_RULES)
+    assert tuple(action.choices) == tuple(DECODE_RULES) == HARD_DECODE_RULES
+
+
+def test_validation_decodes_with_train_val_hard_decode(tmp_path, monkeypatch):
+    """train.val_hard_decode is the rule validation decodes with (it picks best.pt); a name
+    that is no rule is a config error naming the field."""
+    from captioner.data.scenes import generate_scenes
+    from captioner.train import loop
+
+    with pytest.raises(ConfigError, match="train.val_hard_decode: 'sample'"):
+        load_config(None, ["train.val_hard_decode=sample"])
+    generate_scenes(tmp_path / "scenes", 12, seed=5, size=64)
+    seen = []
+    real = loop.evaluate
+    monkeypatch.setattr(loop, "evaluate", lambda **kw: seen.append(kw["options"].hard_decode) or real(**kw))
+    sets = [f"data.data={json.dumps(str(tmp_path / 'scenes' / 'dataset.json'))}", "model.image_size=64",
+            "model.grid=2", "model.embed_dim=8", "model.attention_dim=8", "model.hidden_dim=16",
+            "data.min_word_freq=1", "train.val_beam_size=1", "train.val_max_len=4", "train.batch_size=16",
+            "model.attention=hard", "train.epochs=1"]
+    for rule in ("expectation", "argmax"):
+        loop.train(load_config(None, [*sets, f"train.val_hard_decode={rule}"]), tmp_path / rule, log=lambda _m: None)
+    assert seen == ["expectation", "argmax"]
 
 
 def test_evaluate_decodes_with_the_rule_it_is_given(tmp_path, capsys):

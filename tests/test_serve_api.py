@@ -204,6 +204,7 @@ def test_unusable_images_are_refused_with_422(cap, scenes, kind, reason) -> None
     ({"beam_size": "2.5"}, 422, "beam_size must be an integer"),
     ({"beam_size": "-1"}, 422, "beam_size must be an integer"),
     ({"example": "scene_1.png"}, 422, "either an image or an example"),
+    ({"hard_decode": "sample"}, 422, "hard_decode must be one of argmax, expectation, got 'sample'"),
 ])
 def test_bad_fields_are_refused(cap, scenes, fields, status, message) -> None:
     async def body(client: Client):
@@ -412,9 +413,42 @@ def test_the_batch_waits_only_for_requests_on_their_way(cap, scenes) -> None:
     assert good.status_code == 200 and bad.status_code == 422 and t_pair < 2.5
 
 
+def test_a_hard_model_decodes_by_the_rule_each_request_names(tmp_path, scenes) -> None:
+    """A hard-attention model: the requests' `hard_decode` (or the server's default) picks how
+    each word's context is read; one model call per rule, each reply equal to that image captioned
+    alone with its rule; the page offers the choice. A soft model answers hard_decode null."""
+    hard = load_captioner(make_tiny_checkpoint(tmp_path / "hard.pt", seed=3, attention="hard"), device="cpu")
+    app = create_app(hard, ServeOptions(max_len=MAX_LEN, max_batch=4, max_wait_ms=5000, hard_decode="expectation"))
+    rules = ["argmax", "expectation", "argmax", ""]  # "": the server's default
+
+    async def body(client: Client) -> tuple:
+        page = await client.get("/")
+        replies = await asyncio.gather(*(post_image(client, p.read_bytes(), hard_decode=rule)
+                                         for p, rule in zip(scenes, rules)))
+        return page, replies
+
+    page, replies = serve(app, body)
+    assert '"hard": true' in page.text and '"hard_decode": "expectation"' in page.text
+    assert [r.json()["batch_size"] for r in replies] == [2] * 4
+    for path, rule, r in zip(scenes, rules, replies, strict=True):
+        rule = rule or "expectation"
+        assert r.json()["hard_decode"] == rule
+        [want] = hard.caption_tensors(hard.preprocess(load_image(path))[None], max_len=MAX_LEN, hard_decode=rule)
+        assert_same_caption(r.json(), caption_record(want, hard.grid))
+        one_hot = set(np.unique(r.json()["alphas"])) <= {0.0, 1.0}
+        assert one_hot == (rule == "argmax")  # argmax: the region read; expectation: alpha itself
+
+    async def soft_body(client: Client):
+        return await client.get("/"), await post_image(client, scenes[0].read_bytes(), hard_decode="expectation")
+
+    soft_page, soft = serve(create_app(load_captioner(make_tiny_checkpoint(tmp_path / "soft.pt", seed=3),
+                                                      device="cpu"), FAST), soft_body)
+    assert soft.status_code == 200 and soft.json()["hard_decode"] is None and '"hard": false' in soft_page.text
+
+
 def test_options_are_checked_when_made() -> None:
     for bad in ({"max_batch": 0}, {"max_queue": 0}, {"max_wait_ms": -1}, {"max_upload_mb": 0},
-                {"max_batch": 2.5}, {"default_beam_size": 11}):
+                {"max_batch": 2.5}, {"default_beam_size": 11}, {"hard_decode": "sample"}):
         with pytest.raises(ValueError):
             ServeOptions(**bad)
     assert ServeOptions(max_wait_ms=0).max_wait_s == 0 and ServeOptions().max_upload_bytes == 20_000_000

@@ -1,7 +1,8 @@
 """The web app (Starlette, ASGI): the page, the JSON API and the files of recent results.
 
     GET  /                               the page (upload, examples, beam size, attention view)
-    POST /api/caption                    multipart: `image` (a file) or `example` (a name), `beam_size`
+    POST /api/caption                    multipart: `image` (a file) or `example` (a name), `beam_size`,
+                                         `hard_decode` (hard-attention models: argmax or expectation)
     GET  /api/examples                   the bundled examples' names
     GET  /api/results/{id}/view          the interactive attention page (render_html)
     GET  /api/results/{id}/panel.png     the panel grid; /animation.gif the animation
@@ -40,6 +41,7 @@ from captioner.captioning import Caption, Captioner
 from captioner.image.loading import ImageLoadError, load_image_file
 from captioner.serve.batching import Batcher
 from captioner.serve.examples import load_examples, media_type
+from captioner.config import HARD_DECODE_RULES
 from captioner.serve.options import ServeOptions
 from captioner.serve.results import Result, ResultStore, safe_stem, shrunk
 
@@ -114,6 +116,7 @@ class _Service:
 
     def __init__(self, captioner: Captioner, options: ServeOptions, model_name: str) -> None:
         self.captioner, self.options = captioner, options
+        self.hard = captioner.config.model.attention == "hard"
         self.model = {"name": model_name, "device": str(captioner.device), "grid": captioner.grid,
                       "image_size": captioner.config.model.image_size, "backbone": captioner.config.model.backbone,
                       "vocab_size": len(captioner.vocab), **captioner.checkpoint_info}
@@ -128,7 +131,7 @@ class _Service:
     def _page(self) -> str:
         config = {"examples": list(self.examples), "max_upload_bytes": self.options.max_upload_bytes,
                   "max_beam_size": self.options.max_beam_size, "default_beam_size": self.options.default_beam_size,
-                  "model": self.model["name"]}
+                  "model": self.model["name"], "hard": self.hard, "hard_decode": self.options.hard_decode}
         blob = json.dumps(config).replace("<", "\\u003c")  # cannot close the <script> it sits in
         template = files("captioner.serve").joinpath("page.html").read_text(encoding="utf-8")
         return template.replace("__CONFIG__", blob)
@@ -221,11 +224,11 @@ class _Service:
         with self.batcher.arriving() as slot:  # from here the model worker may wait for this image
             form = await _read_form(request, limit)
             try:
-                beam_size = self._beam_size(form)
+                beam_size, hard_decode = self._beam_size(form), self._hard_decode(form)
                 file, name = self._image_source(form)
                 image, kept = await self.in_thread(self._prepare, file, name)
                 try:
-                    future = slot.submit(image, beam_size)
+                    future = slot.submit(image, beam_size, hard_decode)
                 except RuntimeError:
                     raise _Refused(503, "the server is shutting down") from None
             finally:
@@ -237,7 +240,8 @@ class _Service:
         links = ({"view": f"{base}/view", "png": f"{base}/panel.png", "gif": f"{base}/animation.gif"}
                  if done.caption.tokens else None)
         body = {"image": name, **caption_record(done.caption, self.captioner.grid), "beam_size": beam_size,
-                "id": rid, "batch_size": done.batch_size, "links": links}
+                "hard_decode": hard_decode if self.hard else None, "id": rid, "batch_size": done.batch_size,
+                "links": links}
         return JSONResponse(body)
 
     def _beam_size(self, form: FormData) -> int:
@@ -250,6 +254,17 @@ class _Service:
             shown = value if isinstance(value, str) else "a file"
             raise _Refused(422, f"beam_size must be an integer from 1 to {top}, got {shown!r}")
         return int(text)
+
+    def _hard_decode(self, form: FormData) -> str:
+        """The request's decoding rule for a hard-attention model (a soft model ignores it, but a
+        bad value is refused all the same, so a client learns of its mistake on any model)."""
+        value = form.get("hard_decode")
+        if value is None or value == "":
+            return self.options.hard_decode
+        if not isinstance(value, str) or value.strip() not in HARD_DECODE_RULES:
+            shown = value if isinstance(value, str) else "a file"
+            raise _Refused(422, f"hard_decode must be one of {', '.join(HARD_DECODE_RULES)}, got {shown!r}")
+        return value.strip()
 
     def _image_source(self, form: FormData) -> tuple[BinaryIO, str]:
         upload, example = form.get("image"), form.get("example")

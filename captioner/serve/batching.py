@@ -7,7 +7,8 @@ decoded: see `Batcher.arriving`), for at most `max_wait_s` after it took the fir
 request therefore never waits, and the model is never kept idle waiting for requests that do not
 exist, which is how batching never lowers throughput. Under load, images also pile up while the
 model is busy and go together into the next call. A batch is captioned through the one
-captioning loop, `Captioner.caption_tensors`, one call per beam size present, and each image's
+captioning loop, `Captioner.caption_tensors`, one call per beam size (and hard-attention decoding
+rule) present, and each image's
 result equals its caption alone, up to float rounding: batched beam search keeps no state
 across images (tests/test_serve_api.py checks it through the server).
 """
@@ -44,6 +45,7 @@ class BatchStats(NamedTuple):
 class _Job(NamedTuple):
     image: torch.Tensor  # (3, S, S), preprocessed
     beam_size: int
+    hard_decode: str  # how a hard-attention model reads its context (SearchOptions.hard_decode)
     future: Future
 
 
@@ -53,11 +55,11 @@ class Slot:
     def __init__(self, batcher: "Batcher") -> None:
         self._batcher, self.submitted = batcher, False
 
-    def submit(self, image: torch.Tensor, beam_size: int) -> Future:
+    def submit(self, image: torch.Tensor, beam_size: int, hard_decode: str = "argmax") -> Future:
         """Queue one preprocessed image (3, S, S); the future's result is a `Batched`."""
         if self.submitted:
             raise RuntimeError("a slot takes one image")
-        future = self._batcher._put(image, beam_size)
+        future = self._batcher._put(image, beam_size, hard_decode)
         self.submitted = True
         return future
 
@@ -104,12 +106,12 @@ class Batcher:
                     self._arriving -= 1
                     self._cond.notify_all()
 
-    def _put(self, image: torch.Tensor, beam_size: int) -> Future:
+    def _put(self, image: torch.Tensor, beam_size: int, hard_decode: str = "argmax") -> Future:
         future: Future = Future()
         with self._cond:
             if self._closed:
                 raise RuntimeError("the model worker is shut down")
-            self._jobs.append(_Job(image, beam_size, future))
+            self._jobs.append(_Job(image, beam_size, hard_decode, future))
             self._arriving -= 1
             self._cond.notify_all()
         return future
@@ -138,14 +140,15 @@ class Batcher:
             return [self._jobs.popleft() for _ in range(min(len(self._jobs), self.max_batch))]
 
     def _caption(self, jobs: list[_Job]) -> None:
-        by_beam = itertools.groupby(sorted(jobs, key=lambda j: j.beam_size), key=lambda j: j.beam_size)
-        for beam_size, group in by_beam:
+        settings = lambda j: (j.beam_size, j.hard_decode)  # noqa: E731 - one model call per setting
+        for (beam_size, hard_decode), group in itertools.groupby(sorted(jobs, key=settings), key=settings):
             group = [j for j in group if j.future.set_running_or_notify_cancel()]
             if not group:
                 continue
             try:
                 images = torch.stack([j.image for j in group])  # (B, 3, S, S)
-                captions = self.captioner.caption_tensors(images, beam_size=beam_size, max_len=self.max_len)
+                captions = self.captioner.caption_tensors(images, beam_size=beam_size, max_len=self.max_len,
+                                                          hard_decode=hard_decode)
             except Exception as err:  # noqa: BLE001 - every waiting request must hear of it
                 log.exception("captioning a batch of %d failed", len(group))
                 for j in group:

@@ -4,6 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from numbers import Integral, Real
 
+from captioner.config import HARD_DECODE_RULES
+
 MB = 1_000_000  # --max-upload-mb counts decimal megabytes, as file managers show sizes
 
 
@@ -25,6 +27,9 @@ class ServeOptions:
         results_kept: recent results kept in memory for the page's attention view and downloads.
         image_threads: threads that decode and preprocess uploads, and render overlays, off the
             event loop and beside the one model thread.
+        hard_decode: how a hard-attention model reads each word's context when a request names
+            no rule: "argmax" (the region the overlay shows) or "expectation" (the alpha-weighted
+            mean, as the paper's code does at test time). Soft models ignore it.
     """
 
     max_batch: int = 16
@@ -36,10 +41,15 @@ class ServeOptions:
     max_len: int = 50
     results_kept: int = 32
     image_threads: int = 2
+    hard_decode: str = "argmax"
 
     def __post_init__(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)
+            if f.type == "str":
+                if value not in HARD_DECODE_RULES:
+                    raise ValueError(f"{f.name} must be one of {', '.join(HARD_DECODE_RULES)}, got {value!r}")
+                continue
             if f.type == "int":
                 ok = isinstance(value, Integral) and not isinstance(value, bool) and value >= 1
                 need = "an integer >= 1"

@@ -355,7 +355,7 @@ def train(config: Config, out_dir: str | Path, *, resume: bool = False, log: Log
 def _fit(run: Run, opt: Optimization, state: TrainState, dataset: CaptionDataset, val: ValSet) -> Trained:
     """Epochs until train.epochs are done or train.patience epochs bring no improvement."""
     t = run.config.train
-    options = SearchOptions(beam_size=t.val_beam_size, max_len=t.val_max_len)
+    options = SearchOptions(beam_size=t.val_beam_size, max_len=t.val_max_len, hard_decode=t.val_hard_decode)
     skipped: frozenset[str] = frozenset()
     run.model.train()
     while state.epoch < t.epochs and state.bad_epochs < t.patience:
