@@ -142,13 +142,11 @@ def recipe(data: dict[str, Path], budget: Budget, seed: int, overrides: tuple[st
 
 
 def cache(data: dict[str, Path], budget: Budget) -> None:
-    """Build the shared feature cache first, so that no row's training time includes it (none
-    when every row fine-tunes encoder stages: those train on live images)."""
+    """Build the shared feature cache first, so that no row's training time includes it (with
+    --set model.finetune_blocks=N, the cache of the frozen stages' output that fine-tuning reads)."""
     from captioner.train.data import cache_features
 
-    config = recipe(data, budget, seed=0)
-    if config.model.finetune_blocks == 0:  # a fine-tuning study trains on live images
-        list(cache_features(config))
+    list(cache_features(recipe(data, budget, seed=0)))
 
 
 def train_dir(overrides: tuple[str, ...]) -> str:

@@ -264,7 +264,9 @@ def cmd_cache_features(args: argparse.Namespace) -> int:
 def _add_cache_features(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("cache-features", help="precompute the frozen encoder's region grids",
                        description="Compute each image's G x G grid once into a memory-mapped fp16 cache "
-                                   "next to the data file; `train` then reads it.")
+                                   "next to the data file; `train` then reads it. With model.finetune_blocks N "
+                                   "it caches the output of the stages before the last N, which train then "
+                                   "fine-tunes.")
     p.add_argument("--data")
     p.add_argument("--images")
     p.add_argument("--val-data")

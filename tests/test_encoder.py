@@ -170,3 +170,32 @@ def test_new_model_loads_the_offline_imagenet_weights(layer):
     fresh = new_model(cfg, vocab_size=8, load_weights=False)
     assert not torch.equal(fresh.encoder.backbone._blocks[last]._project_conv.weight,
                            reference._blocks[last]._project_conv.weight)
+
+
+@pytest.mark.parametrize("backbone, layer, blocks", [("efficientnet_lite0", "stride16", 1),
+                                                     ("efficientnet_lite0", "stride16", 2),
+                                                     ("efficientnet_lite0", "head", 1),
+                                                     ("resnet50", "stride16", 1)])
+def test_the_trained_stages_from_the_frozen_stages_output_are_the_encoder(backbone, layer, blocks):
+    """What a fine-tuning run caches (FrozenStages: the frozen stages, BatchNorms folded) and
+    what it trains from it (from_frozen: the last `blocks` stages) compose to the encoder itself."""
+    from captioner.features.encoder import FrozenStages
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(backbone=backbone, pretrained="none", image_size=64, grid=2, feature_layer=layer,
+                      finetune_blocks=blocks)
+    enc = Encoder(config=cfg).eval()
+    for m in enc.modules():  # non-trivial BatchNorm statistics, so that folding them is tested
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.2, 0.2)
+            m.running_var.uniform_(0.5, 1.5)
+    x = torch.randn(3, 3, 64, 64)
+    with torch.no_grad():
+        whole = enc(x)
+        rows = FrozenStages(enc)(x)  # (B, h * w, C)
+        fmap = enc.frozen_map(x)
+        assert rows.shape == (3, fmap.shape[2] * fmap.shape[3], fmap.shape[1])
+        torch.testing.assert_close(rows, fmap.flatten(2).transpose(1, 2), rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(enc.from_frozen(rows), whole, rtol=1e-4, atol=1e-4)
+    assert enc.split == len(enc.stages) - blocks
+    assert whole.shape == (3, 4, encoder_dim(cfg))

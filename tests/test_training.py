@@ -498,3 +498,51 @@ def test_a_v0_1_last_pt_resumes_on_fresh_scenes(tmp_path, capsys):
     after = load_checkpoint(out / "last.pt")
     assert (after["epoch"], after["step"], int(after["optimizer"]["state"][0]["step"])) == (2, 20, 20)
     assert after["config"]["train"]["metric"] == after["metric"] == "object_f1"
+
+
+
+@pytest.mark.slow  # two tiny training runs
+def test_fine_tuning_trains_from_the_cache_of_the_frozen_stages(scenes, tmp_path, capsys):
+    """model.finetune_blocks with the feature cache: the cache holds the frozen stages' output,
+    training runs the last stages and the decoder on it, and the run matches one from live images
+    up to the cache's fp16 rounding; the frozen stages never change, the trained ones do."""
+    from captioner.checkpoint import new_model
+    from captioner.features.efficientnet_lite import LITE0_STAGES
+
+    data = tmp_path / "scenes"
+    shutil.copytree(scenes, data, ignore=shutil.ignore_patterns(".captioner-cache"))
+    sets = ["--epochs", "1", "--batch-size", "8",
+            *[a for kv in [*TINY, "model.finetune_blocks=1"] for a in ("--set", kv)]]
+    assert main(["train", "--data", str(data / "dataset.json"), "--out", str(tmp_path / "cached"), *sets]) == 0
+    err = capsys.readouterr().err
+    assert "feature cache (train): built" in err and "cached output of the frozen encoder stages" in err
+    meta = [json.loads(p.read_text()) for p in (data / ".captioner-cache").glob("*.json")]
+    assert {m["key"]["feature_layer"] for m in meta} == {"stride16:frozen-until-last-1"}
+    assert {(m["regions"], m["dim"]) for m in meta} == {(16, 80)}  # stage 4: 80 channels, 64 px / 16 = 4 x 4
+    assert main(["train", "--data", str(data / "dataset.json"), "--out", str(tmp_path / "live"), *sets,
+                 "--set", "train.feature_cache=false"]) == 0
+    assert "training from live images (fine-tuning the last 1 encoder stages)" in capsys.readouterr().err
+
+    def losses(run: str) -> list[float]:
+        records = [json.loads(x) for x in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
+        return [r["loss"] for r in records if r["type"] == "train"]
+
+    assert len(losses("cached")) == len(losses("live")) > 5
+    assert losses("cached") == pytest.approx(losses("live"), abs=2e-3)
+    cached, live = (load_checkpoint(tmp_path / run / "last.pt") for run in ("cached", "live"))
+    for k, v in cached["model"].items():
+        if v.is_floating_point():
+            # Adam moves a weight by up to lr (3e-3) a step, whatever the gradient's size, so the
+            # rounding of the cache shows as a few steps' worth in weights with tiny gradients.
+            torch.testing.assert_close(v, live["model"][k], rtol=0, atol=2e-2, msg=k)
+    init = new_model(load_model(tmp_path / "cached" / "last.pt").config.model, len(cached["vocab"]),
+                     load_weights=True).state_dict()
+    first = sum(r for r, *_ in LITE0_STAGES[:4])  # stage 5's first block: the one stage trained
+
+    def block(key: str) -> int:  # encoder.backbone._blocks.<i>.... -> i; the stem -> -1
+        parts = key.split(".")
+        return int(parts[3]) if parts[2] == "_blocks" else -1
+
+    encoder = [k for k in cached["model"] if k.startswith("encoder.backbone.") and k.endswith("weight")]
+    assert all(torch.equal(cached["model"][k], init[k]) for k in encoder if block(k) < first)
+    assert all(not torch.equal(cached["model"][k], init[k]) for k in encoder if block(k) >= first)

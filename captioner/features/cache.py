@@ -5,6 +5,10 @@ for every caption is wasted work (ResNet-101 on every caption is what keeps the 
 implementation at a few captions/s on a CPU). The grids go into one fp16 file, written through
 a memmap and read row by row, so memory stays flat however large the dataset is.
 
+A run that fine-tunes the last N encoder stages (model.finetune_blocks) caches what the frozen
+stages before them give instead, and trains the N stages on it: their input is the same every
+epoch, so only the stages that learn run at each step (`Encoder.from_frozen`).
+
 A cache is named by the encoder (backbone, weights, feature layer, input size, grid) and the
 list of image paths. Its sidecar json records each image's size and mtime; a cache whose
 images changed is stale, and one whose file is truncated, unfinished or fails its row
@@ -28,7 +32,7 @@ from captioner.atomic import atomic_path, remove_leftover_temps
 from captioner.config import ModelConfig
 from captioner.data.annotations import ImageRecord
 from captioner.data.datasets import EvalDataset, ImageSource, collate_eval
-from captioner.features.encoder import Encoder, default_encode_chunk, encode, encoder_dim
+from captioner.features.encoder import Encoder, FrozenStages, default_encode_chunk, encode, encoder_dim
 from captioner.features.inference import inference_encoder
 from captioner.image.preprocess import preprocess_for
 from captioner.image.loading import ImageLoadError
@@ -54,6 +58,8 @@ class CacheKey:
             weights = f"{Path(weights).resolve()}:{st.st_size}:{st.st_mtime_ns}"
         layer = config.feature_layer if config.backbone.startswith("efficientnet") else (
             "layer3" if config.feature_layer == "stride16" else "layer4")
+        if config.finetune_blocks:  # the frozen stages' output, before the last N (trained) stages
+            layer = f"{layer}:frozen-until-last-{config.finetune_blocks}"
         return cls(config.backbone, weights, layer, config.image_size, config.grid)
 
 
@@ -66,7 +72,8 @@ def _fingerprint(path: Path) -> list:
 
 
 class FeatureCache:
-    """Indexable like the records: cache[i] -> (P, E) float32 tensor, or ImageLoadError.
+    """Indexable like the records: cache[i] -> (P, E) float32 tensor, or ImageLoadError. (For a
+    fine-tuning run, (h * w, C): the output of the encoder's frozen stages, `FrozenStages`.)
 
     Rows are read with `pread` rather than through a memmap: pages of a memmap stay mapped
     into the process once touched, so its resident size grows with every image read
@@ -203,11 +210,17 @@ def build_cache(data_path: Path, meta_path: Path, key: CacheKey, records: Sequen
     loader = DataLoader(EvalDataset(records, source), batch_size=batch_size, num_workers=num_workers,
                         collate_fn=collate_eval)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        fast = inference_encoder(encoder, image_size=config.image_size, device=device)  # BatchNorms folded; OpenVINO or ONNX
+        if config.finetune_blocks:  # the frozen stages' output, which the trained stages read
+            fast = FrozenStages(encoder).to(device)
+            with torch.inference_mode():
+                probe = fast(torch.zeros(1, 3, config.image_size, config.image_size, device=device))
+            regions, dim = probe.shape[1:]
+        else:
+            fast = inference_encoder(encoder, image_size=config.image_size, device=device)  # BatchNorms folded; OpenVINO or ONNX
+            regions, dim = config.grid * config.grid, encoder_dim(config)
         chunk = default_encode_chunk(device, config.backbone, getattr(fast, "engine", "torch"))
-        return write_cache(data_path, meta_path, key, records, regions=config.grid * config.grid,
-                           dim=encoder_dim(config), batches=_encoded(loader, fast, device, chunk),
-                           progress=progress)
+        return write_cache(data_path, meta_path, key, records, regions=regions, dim=dim,
+                           batches=_encoded(loader, fast, device, chunk), progress=progress)
 
 
 def open_or_build(records: Sequence[ImageRecord], config: ModelConfig, encoder: Encoder, cache_dir: Path,

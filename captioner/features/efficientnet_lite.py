@@ -149,11 +149,19 @@ class EfficientNetLite0(nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, S, S) scaled input -> (B, C, S/s, S/s): C and stride s by the kept layers
         (FEATURE_LAYERS)."""
-        x = F.relu6(self._bn0(self._conv_stem(x)))
-        for block in self._blocks:
-            x = block(x)
-        if self.has_head:
-            x = F.relu6(self._bn1(self._conv_head(x)))
+        return self.forward_stages(x, 0, len(self.stages()))
+
+    def forward_stages(self, x: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+        """Run `stages()[start:stop]` on x, the output of the stage before `start` (the image
+        when start is 0)."""
+        for i, stage in enumerate(self.stages()[start:stop], start):
+            if i == 0:
+                x = F.relu6(self._bn0(self._conv_stem(x)))
+            elif self.has_head and stage[0] is self._conv_head:
+                x = F.relu6(self._bn1(self._conv_head(x)))
+            else:
+                for block in stage:
+                    x = block(x)
         return x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

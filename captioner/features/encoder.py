@@ -6,6 +6,7 @@ config, because each set of weights was trained with its own input scaling.
 from __future__ import annotations
 
 import copy
+import math
 
 import torch
 import torch.nn.functional as F
@@ -84,9 +85,14 @@ class ResNetTrunk(nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, S, S) -> (B, 2048, S/32, S/32) for ResNet-50/101/152; (B, 1024, S/16, S/16)
         when built without layer4 (feature layer "stride16")."""
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        x = self.layer3(self.layer2(self.layer1(x)))
-        return self.layer4(x) if self.layer4 is not None else x
+        return self.forward_stages(x, 0, len(self.stages()))
+
+    def forward_stages(self, x: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+        """Run `stages()[start:stop]` on x, the output of the stage before `start` (the image
+        when start is 0)."""
+        for i, stage in enumerate(self.stages()[start:stop], start):
+            x = self.maxpool(self.relu(self.bn1(self.conv1(x)))) if i == 0 else stage[0](x)
+        return x
 
 
 def build_backbone(config: ModelConfig) -> nn.Module:
@@ -122,6 +128,7 @@ class Encoder(nn.Module):
         for p in self.backbone.parameters():
             p.requires_grad_(False)
         split = len(self.stages) - num_blocks
+        self.split = split  # the first trainable stage (len(stages) when frozen)
         for stage in self.stages[split:] if num_blocks else []:
             for module in stage:
                 for p in module.parameters():
@@ -143,6 +150,43 @@ class Encoder(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return to_regions(self.feature_map(images), self.grid)
+
+    def frozen_map(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, S, S) -> (B, C, h, w), the output of the frozen stages: what a fine-tuning
+        run's feature cache holds (FrozenStages), so that training runs only the stages it trains."""
+        return self.backbone.forward_stages(images.contiguous(memory_format=torch.channels_last), 0, self.split)
+
+    def from_frozen(self, rows: torch.Tensor) -> torch.Tensor:
+        """(B, h * w, C) cached `frozen_map` rows -> (B, P, E) regions, through the trained stages."""
+        b, positions, channels = rows.shape
+        side = math.isqrt(positions)
+        fmap = rows.transpose(1, 2).reshape(b, channels, side, side).contiguous(memory_format=torch.channels_last)
+        return to_regions(self.backbone.forward_stages(fmap, self.split, len(self.stages)), self.grid)
+
+
+class FrozenStages(nn.Module):
+    """(B, 3, S, S) -> (B, h * w, C): a fine-tuned encoder's frozen stages alone, forward only,
+    for building the feature cache its training reads (BatchNorms folded, as `fuse_batchnorm`)."""
+
+    def __init__(self, encoder: Encoder) -> None:
+        super().__init__()
+        self.encoder = fuse_batchnorm(encoder)
+        self.engine = "torch"
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.encoder.frozen_map(images).flatten(2).transpose(1, 2)  # (B, h * w, C)
+
+
+class TrainedStages(nn.Module):
+    """An encoder seen from its feature cache of frozen-stage outputs: (B, h * w, C) rows -> (B, P, E)
+    regions through the stages it trains. It shares the encoder's modules (and their mode)."""
+
+    def __init__(self, encoder: Encoder) -> None:
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, rows: torch.Tensor) -> torch.Tensor:
+        return self.encoder.from_frozen(rows)
 
 
 def to_regions(fmap: torch.Tensor, grid: int) -> torch.Tensor:

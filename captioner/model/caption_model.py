@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from captioner.config import ModelConfig
-from captioner.features.encoder import Encoder, encoder_dim
+from captioner.features.encoder import Encoder, TrainedStages, encoder_dim
 from captioner.model.decoder import Decoder, DecoderOutput
 from captioner.model.hard_attention import RegionRule
 
@@ -38,3 +38,20 @@ class CaptionModel(nn.Module):
     def encoder_parameters(self) -> list[nn.Parameter]:
         """The trainable (fine-tuned) encoder parameters; empty when frozen."""
         return [p for p in self.encoder.parameters() if p.requires_grad]
+
+
+class FromFrozenStages(nn.Module):
+    """A fine-tuning model as its training sees it from the feature cache of its frozen stages:
+    (B, h * w, C) cached rows -> the trained encoder stages -> regions -> the decoder. It holds
+    the model's own encoder and decoder, so a step on it trains the model, and it decodes like a
+    CaptionModel (`encoder`, `decoder`) for validation."""
+
+    def __init__(self, model: CaptionModel) -> None:
+        super().__init__()
+        self.config = model.config
+        self.encoder = TrainedStages(model.encoder)
+        self.decoder = model.decoder
+
+    def forward(self, rows: torch.Tensor, captions: torch.Tensor, *, rule: RegionRule | None = None,
+                regions: torch.Tensor | None = None) -> DecoderOutput:
+        return self.decoder(self.encoder(rows), captions, rule=rule, regions=regions)

@@ -82,23 +82,28 @@ def load_val_objects(config: Config) -> Objects | None:
 
 # ----------------------------------------------------------------------------- sources
 class Sources(NamedTuple):
-    """Indexable like the split's records: cached grids (B, P, E) or preprocessed images."""
+    """Indexable like the split's records: cached grids (B, P, E), cached outputs of a fine-tuned
+    encoder's frozen stages (B, h * w, C), or preprocessed images."""
 
     train: Any
     val: Any
-    from_features: bool
+    from_features: bool  # the region grids themselves: training runs the decoder alone
+    from_frozen: bool = False  # the frozen stages' outputs: training runs the trained stages and the decoder
 
 
 def make_sources(config: Config, splits: Splits, encoder: Encoder, device: torch.device, dist_info: Dist,
                  say: Log) -> Sources:
-    """A frozen encoder with train.feature_cache reads the feature caches; otherwise live images."""
+    """With train.feature_cache, the feature caches (of the region grids, or of the frozen stages'
+    output when fine-tuning); otherwise live images."""
     frozen = config.model.finetune_blocks == 0
-    if frozen and config.train.feature_cache:
+    tuned = "" if frozen else f" (fine-tuning the last {config.model.finetune_blocks} encoder stages)"
+    if config.train.feature_cache:
         (train, _), (val, _) = build_feature_caches(config, splits, encoder, device, dist_info, say)
-        return Sources(train, val, True)
+        if not frozen:
+            say(f"training from the cached output of the frozen encoder stages{tuned}")
+        return Sources(train, val, frozen, not frozen)
     pre = preprocess_for(config.model)
-    say("training from live images" + ("" if frozen else f" (fine-tuning the last {config.model.finetune_blocks} "
-                                                          f"encoder stages)"))
+    say("training from live images" + tuned)
     return Sources(ImageSource.from_records(splits.train, pre), ImageSource.from_records(splits.val, pre), False)
 
 
@@ -138,8 +143,6 @@ def _open_or_build_logged(config: Config, name: str, records: list[ImageRecord],
 
 def cache_features(config: Config, log: Log = stderr_log) -> list[tuple[str, str, Path]]:
     """`captioner cache-features`: build the caches `train` will use, without training."""
-    if config.model.finetune_blocks:
-        raise ConfigError("model.finetune_blocks > 0: a fine-tuned encoder trains on live images, not a cache")
     device = setup_distributed(config.train.device).device
     splits = make_splits(config)
     log(splits.note)

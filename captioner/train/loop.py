@@ -28,7 +28,7 @@ from captioner.config import Config, ConfigError, TrainConfig
 from captioner.data.annotations import ImageRecord
 from captioner.data.datasets import (CaptionBatch, CaptionDataset, EvalDataset, collate_captions, collate_eval,
                                      records_tokens)
-from captioner.model.caption_model import CaptionModel
+from captioner.model.caption_model import CaptionModel, FromFrozenStages
 from captioner.model.decoder import DecoderOutput
 from captioner.scoring.losses import (HardAttentionTerms, caption_log_likelihood, doubly_stochastic_penalty,
                                       hard_attention_terms, masked_cross_entropy, updated_baseline)
@@ -83,6 +83,7 @@ class Run:
     dist: Dist
     metrics: JsonlLog
     say: Log
+    trained: torch.nn.Module  # what steps and validation run: `model`, or its FromFrozenStages view
 
     @property
     def last_path(self) -> Path:
@@ -330,7 +331,10 @@ def train(config: Config, out_dir: str | Path, *, resume: bool = False, log: Log
     model.to(device)
     sources = make_sources(config, splits, model.encoder, device, dist_info, say)
     dataset = _caption_dataset(config, splits, vocab, sources, say)
-    net = wrap_ddp(model.decoder if sources.from_features else model, device, dist_info)
+    # From a cache of the frozen stages' outputs, the model as training sees it runs only the
+    # stages it trains; `model` itself (the one saved) is the same modules.
+    trained = FromFrozenStages(model) if sources.from_frozen else model
+    net = wrap_ddp(model.decoder if sources.from_features else trained, device, dist_info)
     opt = make_optimization(net, param_groups(model, t), t, device, hard_attention=config.model.attention == "hard",
                             rank=dist_info.rank)
     state = TrainState()
@@ -340,7 +344,8 @@ def train(config: Config, out_dir: str | Path, *, resume: bool = False, log: Log
                  else f"the start of epoch {state.epoch + 1}")
         say(f"resumed from {out / 'last.pt'}: {state.epoch} epochs and {state.step} steps done; continuing at {where}")
 
-    run = Run(config, model, vocab, out, device, dist_info, JsonlLog(out / "metrics.jsonl", dist_info.main), say)
+    run = Run(config, model, vocab, out, device, dist_info, JsonlLog(out / "metrics.jsonl", dist_info.main), say,
+              trained)
     val = make_val_set(config, splits.val, sources.val, from_features=sources.from_features, objects=objects,
                        dist_info=dist_info)
     state, skipped = _fit(run, opt, state, dataset, val)
@@ -357,11 +362,11 @@ def _fit(run: Run, opt: Optimization, state: TrainState, dataset: CaptionDataset
     t = run.config.train
     options = SearchOptions(beam_size=t.val_beam_size, max_len=t.val_max_len, hard_decode=t.val_hard_decode)
     skipped: frozenset[str] = frozenset()
-    run.model.train()
+    run.trained.train()
     while state.epoch < t.epochs and state.bad_epochs < t.patience:
         state, new = train_one_epoch(run, opt, state, dataset)
         skipped |= new
-        scores = evaluate(model=run.model, val=val, vocab=run.vocab, options=options, device=run.device,
+        scores = evaluate(model=run.trained, val=val, vocab=run.vocab, options=options, device=run.device,
                           dist_info=run.dist)
         state = _after_validation(run, opt, state, scores)
     return Trained(state, skipped)
