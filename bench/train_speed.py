@@ -4,9 +4,11 @@
     frozen, so no graph is built for it), then trains the decoder;
 (b) decoder from the feature cache: (P, E) rows come from a real FeatureCache (pread) through
     CaptionDataset + collate_captions + DataLoader, the training loop's own input path;
-(c) fine-tuning layer4 (finetune_blocks=1) with its own encoder learning rate.
+(c) fine-tuning layer4 (finetune_blocks=1) with its own encoder learning rate;
+(d) the same fine-tuning from the feature cache of the frozen stages' output (layer3's map):
+    each step runs layer4 and the decoder only, as `train` does with finetune_blocks and the cache.
 
-The three run round-robin (one warm-up round, then timed rounds), so a change of load on the
+The four run round-robin (one warm-up round, then timed rounds), so a change of load on the
 machine hits them alike; each figure is the median step. The step is the library's own,
 `captioner.train.loop.train_step` (autocast, masked cross-entropy + attention penalty,
 GradScaler, clipping, Adam), with the recipe's settings from configs/coco_resnet101.toml.
@@ -25,6 +27,7 @@ from torch.utils.data import DataLoader
 from captioner.checkpoint import new_model
 from captioner.config import TrainConfig, load_config
 from captioner.data.datasets import CaptionBatch, CaptionDataset, collate_captions
+from captioner.model.caption_model import FromFrozenStages
 from captioner.model.decoder import Decoder
 from captioner.train.distributed import EpochSampler
 from captioner.train.loop import STEP_PHASES, train_step
@@ -91,6 +94,11 @@ def run(sizes: Sizes, work: Path) -> tuple[list[Figure], list[dict]]:
     opt_a = make_optimization(model_a, param_groups(model_a, train_cfg), train_cfg, CPU)
     model_c = new_model(recipe_config(sizes, finetune_blocks=1), V).train()
     opt_c = make_optimization(model_c, param_groups(model_c, train_cfg), train_cfg, CPU)
+    model_d = copy.deepcopy(model_c)
+    opt_d = make_optimization(FromFrozenStages(model_d), param_groups(model_d, train_cfg), train_cfg, CPU)
+    with torch.no_grad():  # what the cache would hold for these images: (B, h * w, C)
+        frozen_rows = fixed._replace(images=model_d.encoder.frozen_map(pixels.images).flatten(2).transpose(1, 2)
+                                     .contiguous())
 
     fp32 = CachedTrainer(copy.deepcopy(model_a.decoder), dataset, B)
     bf16 = CachedTrainer(copy.deepcopy(model_a.decoder), dataset, B, amp="bf16")
@@ -107,15 +115,16 @@ def run(sizes: Sizes, work: Path) -> tuple[list[Figure], list[dict]]:
         "b32": cached(fp32),
         "b16": cached(bf16),
         "c": lambda: train_step(opt_c, pixels, config=train_cfg),
+        "d": lambda: train_step(opt_d, frozen_rows, config=train_cfg),
     }
-    log("training: warm-up round of (a), (b) fp32, (b) bf16, (c)")
+    log("training: warm-up round of (a), (b) fp32, (b) bf16, (c), (d)")
     t_warm = timed(lambda: interleaved(variants, rounds=1, warmup=0))
     # (a) and (c) take tens of seconds a step here: as many timed rounds as the budget allows.
     n_rounds = max(min(sizes.train_rounds, int(sizes.train_budget_s // t_warm)), 2 if not sizes.quick else 1)
     log(f"training: warm-up round took {t_warm:.0f} s; {n_rounds} timed rounds")
     rounds = interleaved(variants, rounds=n_rounds, warmup=0)
     warm = sizes.cached_per_round  # the warm-up round's (b) steps
-    t_a, t_c = median(rounds["a"]), median(rounds["c"])
+    t_a, t_c, t_d = median(rounds["a"]), median(rounds["c"]), median(rounds["d"])
     t_b, t_b16 = median(times[fp32][warm:]), median(times[bf16][warm:])
     steps_note = (f"batch {B}, {sizes.words}-word captions ({sizes.words + 1} decoder steps), V={V}, "
                   f"{sizes.image_size} px, median of {n_rounds} steps")
@@ -127,10 +136,13 @@ def run(sizes: Sizes, work: Path) -> tuple[list[Figure], list[dict]]:
         Figure("train.c_finetune_layer4", B / t_c, "captions/s", note=f"{t_c:.2f} s/step"),
         judged("train.b_over_a", t_a / t_b, "x", ">=", 10, "ratio of median step times, same run"),
         Figure("train.c_over_a", t_a / t_c, "x", note="fine-tuning layer4 relative to (a)"),
+        Figure("train.d_finetune_layer4_from_frozen_cache", B / t_d, "captions/s", note=f"{t_d:.2f} s/step"),
+        Figure("train.d_over_c", t_c / t_d, "x", note="fine-tuning layer4: from the cache of layer3's output "
+                                                     "over from the images, same run"),
         Figure("train.b_bf16_autocast", B / t_b16, "captions/s", note=f"{t_b16:.3f} s/step"),
         Figure("train.b_bf16_over_fp32", t_b / t_b16, "x", note="> 1 means bf16 autocast is faster"),
     ]
-    del model_a, model_c, opt_a, opt_c
+    del model_a, model_c, model_d, opt_a, opt_c, opt_d, frozen_rows
 
     # Peak RSS of (b), in a fresh process that builds what `train` builds (the whole
     # CaptionModel, encoder included) and trains from the cache.

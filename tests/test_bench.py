@@ -16,6 +16,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 EXPECTED = {
     "train.a_frozen_encoder_in_loop", "train.b_cached_features", "train.c_finetune_layer4",
+    "train.d_finetune_layer4_from_frozen_cache", "train.d_over_c",
     "train.b_over_a", "train.b_bf16_autocast", "train.b_bf16_over_fp32",
     "train.b_peak_rss_fp32",
     *(f"decode.{m}.beam{k}.{kind}" for m in ("default", "resnet101") for k in (1, 3, 5)
