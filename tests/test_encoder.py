@@ -197,5 +197,12 @@ def test_the_trained_stages_from_the_frozen_stages_output_are_the_encoder(backbo
         assert rows.shape == (3, fmap.shape[2] * fmap.shape[3], fmap.shape[1])
         torch.testing.assert_close(rows, fmap.flatten(2).transpose(1, 2), rtol=1e-4, atol=1e-4)
         torch.testing.assert_close(enc.from_frozen(rows), whole, rtol=1e-4, atol=1e-4)
-    assert enc.split == len(enc.stages) - blocks
+    assert enc.first_trained == len(enc.stages) - blocks
     assert whole.shape == (3, 4, encoder_dim(cfg))
+
+
+def test_fine_tuning_more_stages_than_the_encoder_has_is_a_config_error():
+    from captioner.config import ConfigError
+
+    with pytest.raises(ConfigError, match="model.finetune_blocks: 7 is more than the 6 stages"):
+        Encoder(config=ModelConfig(pretrained="none", image_size=64, grid=2, finetune_blocks=7))

@@ -528,6 +528,7 @@ def test_the_cli_offers_every_decode_rule(command):
     assert tuple(action.choices) == tuple(DECODE_RULES) == HARD_DECODE_RULES
 
 
+@pytest.mark.slow  # two tiny training runs
 def test_validation_decodes_with_train_val_hard_decode(tmp_path, monkeypatch):
     """train.val_hard_decode is the rule validation decodes with (it picks best.pt); a name
     that is no rule is a config error naming the field."""

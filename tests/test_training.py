@@ -500,7 +500,6 @@ def test_a_v0_1_last_pt_resumes_on_fresh_scenes(tmp_path, capsys):
     assert after["config"]["train"]["metric"] == after["metric"] == "object_f1"
 
 
-
 @pytest.mark.slow  # two tiny training runs
 def test_fine_tuning_trains_from_the_cache_of_the_frozen_stages(scenes, tmp_path, capsys):
     """model.finetune_blocks with the feature cache: the cache holds the frozen stages' output,

@@ -149,7 +149,7 @@ def check_cache(data_path: Path, meta_path: Path, key: CacheKey, records: Sequen
 
 class CacheRows(NamedTuple):
     index: np.ndarray  # (B,) positions in the records
-    rows: np.ndarray  # (B, P, E) float16 region grids of those images
+    rows: np.ndarray  # (B, P, E) float16 region grids of those images ((B, h * w, C) frozen-stage rows)
     skipped: list[str]  # errors of images of this batch that could not be read
 
 

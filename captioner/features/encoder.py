@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from captioner.config import ModelConfig
+from captioner.config import ConfigError, ModelConfig
 from captioner.features.efficientnet_lite import FEATURE_LAYERS, EfficientNetLite0
 
 
@@ -127,8 +127,11 @@ class Encoder(nn.Module):
         """Freeze everything, then unfreeze the last `num_blocks` stages."""
         for p in self.backbone.parameters():
             p.requires_grad_(False)
+        if num_blocks > len(self.stages):
+            raise ConfigError(f"model.finetune_blocks: {num_blocks} is more than the {len(self.stages)} stages of "
+                              f"this encoder (stem included)")
         split = len(self.stages) - num_blocks
-        self.split = split  # the first trainable stage (len(stages) when frozen)
+        self.first_trained = split  # index of the first trained stage (len(stages) when frozen)
         for stage in self.stages[split:] if num_blocks else []:
             for module in stage:
                 for p in module.parameters():
@@ -154,14 +157,18 @@ class Encoder(nn.Module):
     def frozen_map(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, S, S) -> (B, C, h, w), the output of the frozen stages: what a fine-tuning
         run's feature cache holds (FrozenStages), so that training runs only the stages it trains."""
-        return self.backbone.forward_stages(images.contiguous(memory_format=torch.channels_last), 0, self.split)
+        return self.backbone.forward_stages(images.contiguous(memory_format=torch.channels_last), 0,
+                                            self.first_trained)
 
     def from_frozen(self, rows: torch.Tensor) -> torch.Tensor:
         """(B, h * w, C) cached `frozen_map` rows -> (B, P, E) regions, through the trained stages."""
         b, positions, channels = rows.shape
         side = math.isqrt(positions)
-        fmap = rows.transpose(1, 2).reshape(b, channels, side, side).contiguous(memory_format=torch.channels_last)
-        return to_regions(self.backbone.forward_stages(fmap, self.split, len(self.stages)), self.grid)
+        if side * side != positions:
+            raise ValueError(f"cached rows of {positions} positions are not a square map")
+        # Rows are channels-last already: a view, (B, h, w, C) -> (B, C, h, w) in NHWC memory.
+        fmap = rows.reshape(b, side, side, channels).permute(0, 3, 1, 2)
+        return to_regions(self.backbone.forward_stages(fmap, self.first_trained, len(self.stages)), self.grid)
 
 
 class FrozenStages(nn.Module):

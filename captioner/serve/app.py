@@ -38,10 +38,10 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from captioner.captioning import Caption, Captioner
+from captioner.config import HARD_DECODE_RULES
 from captioner.image.loading import ImageLoadError, load_image_file
 from captioner.serve.batching import Batcher
 from captioner.serve.examples import load_examples, media_type
-from captioner.config import HARD_DECODE_RULES
 from captioner.serve.options import ServeOptions
 from captioner.serve.results import Result, ResultStore, safe_stem, shrunk
 
@@ -228,7 +228,8 @@ class _Service:
                 file, name = self._image_source(form)
                 image, kept = await self.in_thread(self._prepare, file, name)
                 try:
-                    future = slot.submit(image, beam_size, hard_decode)
+                    # A soft model ignores the rule: its requests batch together whatever they name.
+                    future = slot.submit(image, beam_size, hard_decode if self.hard else self.options.hard_decode)
                 except RuntimeError:
                     raise _Refused(503, "the server is shutting down") from None
             finally:

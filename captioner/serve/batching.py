@@ -55,7 +55,7 @@ class Slot:
     def __init__(self, batcher: "Batcher") -> None:
         self._batcher, self.submitted = batcher, False
 
-    def submit(self, image: torch.Tensor, beam_size: int, hard_decode: str = "argmax") -> Future:
+    def submit(self, image: torch.Tensor, beam_size: int, hard_decode: str) -> Future:
         """Queue one preprocessed image (3, S, S); the future's result is a `Batched`."""
         if self.submitted:
             raise RuntimeError("a slot takes one image")
@@ -106,7 +106,7 @@ class Batcher:
                     self._arriving -= 1
                     self._cond.notify_all()
 
-    def _put(self, image: torch.Tensor, beam_size: int, hard_decode: str = "argmax") -> Future:
+    def _put(self, image: torch.Tensor, beam_size: int, hard_decode: str) -> Future:
         future: Future = Future()
         with self._cond:
             if self._closed:

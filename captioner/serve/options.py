@@ -46,7 +46,7 @@ class ServeOptions:
     def __post_init__(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.type == "str":
+            if f.name == "hard_decode":
                 if value not in HARD_DECODE_RULES:
                     raise ValueError(f"{f.name} must be one of {', '.join(HARD_DECODE_RULES)}, got {value!r}")
                 continue

@@ -101,10 +101,11 @@ def make_sources(config: Config, splits: Splits, encoder: Encoder, device: torch
         (train, _), (val, _) = build_feature_caches(config, splits, encoder, device, dist_info, say)
         if not frozen:
             say(f"training from the cached output of the frozen encoder stages{tuned}")
-        return Sources(train, val, frozen, not frozen)
+        return Sources(train, val, from_features=frozen, from_frozen=not frozen)
     pre = preprocess_for(config.model)
     say("training from live images" + tuned)
-    return Sources(ImageSource.from_records(splits.train, pre), ImageSource.from_records(splits.val, pre), False)
+    return Sources(ImageSource.from_records(splits.train, pre), ImageSource.from_records(splits.val, pre),
+                   from_features=False)
 
 
 def build_feature_caches(config: Config, splits: Splits, encoder: Encoder, device: torch.device, dist_info: Dist,

@@ -83,7 +83,7 @@ class Run:
     dist: Dist
     metrics: JsonlLog
     say: Log
-    trained: torch.nn.Module  # what steps and validation run: `model`, or its FromFrozenStages view
+    step_model: torch.nn.Module  # what steps and validation run: `model`, or its FromFrozenStages view
 
     @property
     def last_path(self) -> Path:
@@ -229,7 +229,7 @@ class ValSet:
     records: Sequence[ImageRecord]  # the shard's records, indexed like the loader's items
     references: dict[int, list[str]]  # image id -> reference captions, for the whole split
     objects: Objects | None  # scenes: image id -> (color, shape) objects, for object_f1
-    from_features: bool  # the loader yields cached region features, not images
+    from_features: bool  # the loader yields cached region features (not images, nor frozen-stage rows)
 
 
 def make_val_set(config: Config, records: Sequence[ImageRecord], source: Any, *, from_features: bool,
@@ -333,8 +333,8 @@ def train(config: Config, out_dir: str | Path, *, resume: bool = False, log: Log
     dataset = _caption_dataset(config, splits, vocab, sources, say)
     # From a cache of the frozen stages' outputs, the model as training sees it runs only the
     # stages it trains; `model` itself (the one saved) is the same modules.
-    trained = FromFrozenStages(model) if sources.from_frozen else model
-    net = wrap_ddp(model.decoder if sources.from_features else trained, device, dist_info)
+    step_model = FromFrozenStages(model) if sources.from_frozen else model
+    net = wrap_ddp(model.decoder if sources.from_features else step_model, device, dist_info)
     opt = make_optimization(net, param_groups(model, t), t, device, hard_attention=config.model.attention == "hard",
                             rank=dist_info.rank)
     state = TrainState()
@@ -345,7 +345,7 @@ def train(config: Config, out_dir: str | Path, *, resume: bool = False, log: Log
         say(f"resumed from {out / 'last.pt'}: {state.epoch} epochs and {state.step} steps done; continuing at {where}")
 
     run = Run(config, model, vocab, out, device, dist_info, JsonlLog(out / "metrics.jsonl", dist_info.main), say,
-              trained)
+              step_model)
     val = make_val_set(config, splits.val, sources.val, from_features=sources.from_features, objects=objects,
                        dist_info=dist_info)
     state, skipped = _fit(run, opt, state, dataset, val)
@@ -362,11 +362,11 @@ def _fit(run: Run, opt: Optimization, state: TrainState, dataset: CaptionDataset
     t = run.config.train
     options = SearchOptions(beam_size=t.val_beam_size, max_len=t.val_max_len, hard_decode=t.val_hard_decode)
     skipped: frozenset[str] = frozenset()
-    run.trained.train()
+    run.step_model.train()
     while state.epoch < t.epochs and state.bad_epochs < t.patience:
         state, new = train_one_epoch(run, opt, state, dataset)
         skipped |= new
-        scores = evaluate(model=run.trained, val=val, vocab=run.vocab, options=options, device=run.device,
+        scores = evaluate(model=run.step_model, val=val, vocab=run.vocab, options=options, device=run.device,
                           dist_info=run.dist)
         state = _after_validation(run, opt, state, scores)
     return Trained(state, skipped)

@@ -64,8 +64,9 @@ class HardAttentionState:
 class Optimization:
     """The module a step trains and the state that updates it.
 
-    `net` maps (images (B, ...), captions (B, T+1)) to a DecoderOutput: the whole model, or its
-    decoder alone when `images` are cached region features (B, P, E); under torchrun, wrapped in
+    `net` maps (images (B, ...), captions (B, T+1)) to a DecoderOutput: the whole model, its
+    decoder alone when `images` are cached region features (B, P, E), or its FromFrozenStages view
+    when they are cached rows of the frozen encoder stages (B, h * w, C); under torchrun, wrapped in
     DistributedDataParallel. The objects are mutable torch state; the record itself is not.
     """
 
