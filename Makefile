@@ -66,15 +66,18 @@ none-model: venv
 	$(VENV)/bin/captioner train --config configs/scenes.toml --out runs/scenes-none --set model.scorer=none
 
 # The model card's numbers: fresh scenes from seeds never used in training, in the training
-# styles (seed 7), in the reserved styles training never saw (seed 9), and with novel colour-shape
-# pairs (seed 8); then the table (runs/model-card/card.md). MODEL_CARD_CHECKPOINTS adds more
-# models as columns (the `none` ablation: runs/scenes-none/best.pt).
+# styles (seed 7), in the reserved styles training never saw (seed 9), with novel colour-shape
+# pairs (seed 8), and drawn by a second renderer of the same spec (data/other_renderer.py, seed
+# 11); then the table (runs/model-card/card.md). MODEL_CARD_CHECKPOINTS adds more models as
+# columns (the `none` ablation: runs/scenes-none/best.pt).
 MODEL_CARD_CHECKPOINTS ?= $(wildcard runs/scenes-none/best.pt)
 model-card: venv
 	$(VENV)/bin/captioner scenes --out datasets/scenes-heldout --num-images 500 --seed 7
 	$(VENV)/bin/captioner scenes --out datasets/scenes-reserved --num-images 500 --seed 9 --style reserved
 	$(VENV)/bin/captioner scenes --out datasets/scenes-novel --num-images 200 --seed 8 --novel
+	$(PY) data/other_renderer.py --out datasets/scenes-other --num-images 200 --seed 11
 	$(PY) data/model_card.py --out runs/model-card --sets datasets/scenes-heldout datasets/scenes-reserved datasets/scenes-novel \
+		datasets/scenes-other \
 		--checkpoints default $(MODEL_CARD_CHECKPOINTS)
 
 # The ablation study (README, "Attention ablation"): six soft scorers, hard attention and the

@@ -30,7 +30,26 @@ def caption_times(args: argparse.Namespace) -> dict[str, list[float]]:
                                                              batch_size=len(paths))
         variants[f"beam{k}.one_by_one"] = lambda k=k: [cap.caption([p], beam_size=k, max_len=args.max_len)
                                                       for p in paths]
+    if args.bound:
+        variants["encoder_bound"] = _bound_variant(cap, paths)
     return interleaved(variants, rounds=args.rounds, warmup=1)  # warm-up: allocator, weights, file cache
+
+
+def _bound_variant(cap, paths: list[Path]):
+    """The CNN alone on the preprocessed images, with the encoder, engine and chunk that `cap`
+    captions with (this tree only): timed in the same rounds as the captions, so that file ->
+    caption over it is a ratio of one moment's machine."""
+    import torch
+
+    from captioner.features.encoder import encode
+    from captioner.image.loading import load_image
+
+    x = torch.stack([cap.preprocess(load_image(p)) for p in paths])  # (N, 3, S, S)
+
+    def run() -> None:
+        with torch.inference_mode():
+            encode(cap.model.encoder, x, chunk=cap.encode_chunk)
+    return run
 
 
 def encoder_times(args: argparse.Namespace) -> dict[str, list[float]]:
@@ -105,6 +124,8 @@ def main() -> int:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--workers", type=int, default=0)
     p.add_argument("--engine", default=None, help="load_captioner's engine (this tree only; unset for a baseline)")
+    p.add_argument("--bound", action="store_true",
+                   help="caption: also time the CNN alone in the same rounds (this tree only)")
     args = p.parse_args()
     runs = {"caption": caption_times, "encoder": encoder_times, "cache": cache_build_times}
     out: dict[str, list[float]] = {}

@@ -54,6 +54,7 @@ class Sizes:
     e2e_folder_images: int = 256  # `captioner caption DIR`
     e2e_cache_images: int = 64  # feature-cache build
     e2e_rounds: int = 2
+    e2e_resnet_rounds: int = 3  # with one round, a swing in the machine's load decided the bound ratio
 
     @classmethod
     def full(cls) -> "Sizes":
@@ -66,7 +67,7 @@ class Sizes:
                    decode_repeats=1, cold_repeats=1, memory_images=(64, 128), memory_grid=2,
                    memory_words=5, memory_batch=8, scale_lengths=(2, 4), scale_beams=(1, 2),
                    scale_batches=(2, 4), scale_steps=1, profile_rounds=1, e2e_images=3, e2e_resnet_images=2,
-                   e2e_max_len=4, e2e_folder_images=4, e2e_cache_images=3, e2e_rounds=1)
+                   e2e_max_len=4, e2e_folder_images=4, e2e_cache_images=3, e2e_rounds=1, e2e_resnet_rounds=1)
 
 
 def recipe_config(sizes: Sizes, finetune_blocks: int = 0) -> ModelConfig:

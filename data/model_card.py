@@ -2,9 +2,10 @@
 
     .venv/bin/python data/model_card.py --out runs/model-card \
         --sets datasets/scenes-heldout datasets/scenes-reserved datasets/scenes-novel \
-        --checkpoints default runs/scenes-none/best.pt
+        datasets/scenes-other --checkpoints default runs/scenes-none/best.pt
 
-`make model-card` runs it after generating the sets. Each set is a `captioner scenes` folder;
+`make model-card` runs it after generating the sets. Each set is a `captioner scenes` folder
+(or `data/other_renderer.py`'s, which writes the same files);
 every image in its captions.json is captioned (beam 3) and scored with
 `captioner.evaluation.evaluate`, the same code as `captioner evaluate --grounding`. It writes
 `<out>/<checkpoint>__<set>.json` (all scores) and `<out>/card.md` (the table the README's model
