@@ -8,8 +8,11 @@ measurements also run against a git worktree of REV, alternating with this tree'
   `one_by_one`: one call per image; `batched_over_one_by_one` (target >= 1).
 - `e2e.MODEL.encoder_chunkC`: the CNN alone on preprocessed images, C per call, BatchNorms
   folded (how captioning runs it); `encoder_fused_over_plain`: the folding's gain at C = 1;
-  `e2e.MODEL.encoder_bound`: the CNN alone at the chunk captioning uses, the bound of the
-  end-to-end figures; `e2e.MODEL.beamK.batched_over_encoder_bound` (target >= 0.85 at K = 3).
+  `e2e.MODEL.encoder_bound`: the CNN alone at the chunk captioning uses;
+  `e2e.MODEL.encoder_bound_same_rounds`: the same, timed interleaved with the caption calls, the
+  bound of the end-to-end figures; `e2e.MODEL.beamK.batched_over_encoder_bound` (target >= 0.85
+  at K = 3).
+- `e2e.default.preprocess`: images/s of reading the files and preprocessing them, no CNN.
 - `e2e.cli_folder`: `captioner caption DIR` on a folder of generated scenes, wall seconds of a
   fresh process.
 - `e2e.cache_build`: images/s of building the frozen default encoder's feature cache.
@@ -92,6 +95,8 @@ def recipe_checkpoint(sizes: Sizes, work: Path) -> Path:
 
 def caption_figures(model: str, times: dict[str, dict[str, list[float]]], n: int, beams: tuple[int, ...],
                     bound_s: float, note: str) -> list[Figure]:
+    """Batched and one-by-one images/s per beam, and each over the CNN-alone bound: `bound_s`, or
+    where the caption worker timed it in its own rounds (`--bound`), that time instead."""
     new = times["new"]
     figs: list[Figure] = []
     if "encoder_bound" in new:  # timed in the same rounds as the captions: the ratio's own bound
@@ -190,9 +195,12 @@ def run(sizes: Sizes, dm: DefaultModel, work: Path, baseline: str | None) -> tup
     paths = [str(p) for p in scene_images(work, sizes.e2e_images)]
     n = len(paths)
     log(f"e2e: encoder alone, then file -> caption, default model, {n} images, beams {sizes.beams}")
-    times = {"new": worker(REPO, "encoder", "caption", "--images", *paths, "--beams", *map(str, sizes.beams),
-                           "--rounds", str(sizes.e2e_rounds), "--engine", engine, "--bound")}
+    times = {"new": worker(REPO, "encoder", "caption", "preprocess", "--images", *paths, "--beams",
+                           *map(str, sizes.beams), "--rounds", str(sizes.e2e_rounds), "--engine", engine, "--bound")}
     enc_figs, bound = encoder_figures("default", times["new"], n, "efficientnet_lite0", engine)
+    figs.append(Figure("e2e.default.preprocess", n / median(times["new"]["preprocess"]), "images/s",
+                       note="reading the files and preprocessing them (`load_image`, `Captioner.preprocess`), "
+                            "no CNN"))
     figs += enc_figs + caption_figures("default", times, n, sizes.beams, bound,
                                        f"default model, engine {engine}, generated scenes, max_len 50")
     if baseline:

@@ -2,8 +2,9 @@
 
 bench/e2e_speed.py runs it with the working tree's package, and with `--baseline REV` also from a
 git worktree of an older commit (PYTHONPATH and cwd point there), alternating the two, so that
-"faster than before" is a ratio measured in one run. It therefore uses only what both versions
-have: `load_captioner`, `Captioner.caption`, and the feature cache's `build_cache`.
+"faster than before" is a ratio measured in one run. The modes run against a baseline
+(`caption`, `cache`) use only what captioner 0.1 has too: `load_captioner`, `Captioner.caption`,
+and the feature cache's `build_cache`; `encoder`, `preprocess` and `--bound` need 0.2's layout.
 
 Prints one JSON object: seconds per round for each measured variant.
 """
@@ -76,6 +77,19 @@ def encoder_times(args: argparse.Namespace) -> dict[str, list[float]]:
         return interleaved(variants, rounds=args.rounds, warmup=1)
 
 
+def preprocess_times(args: argparse.Namespace) -> dict[str, list[float]]:
+    """Reading the files and preprocessing them for the model, as captioning does, without the CNN
+    (0.2's layout: this tree, or a worktree of a commit since the architecture change)."""
+    from captioner.checkpoint import load_model
+    from captioner.image.loading import load_image
+    from captioner.image.preprocess import preprocess_for
+
+    preprocess = preprocess_for(load_model(args.checkpoint or _default_checkpoint()).config.model)
+    paths = [Path(p) for p in args.images]
+    return interleaved({"preprocess": lambda: [preprocess(load_image(p)) for p in paths]},
+                       rounds=args.rounds, warmup=1)
+
+
 def _default_checkpoint() -> Path:
     from captioner.api import DEFAULT_CHECKPOINT
 
@@ -113,7 +127,7 @@ def cache_build_times(args: argparse.Namespace) -> dict[str, list[float]]:
 
 def main() -> int:
     p = argparse.ArgumentParser()
-    p.add_argument("modes", nargs="+", choices=["caption", "encoder", "cache"],
+    p.add_argument("modes", nargs="+", choices=["caption", "encoder", "cache", "preprocess"],
                    help="what to measure, in this order, in this one process")
     p.add_argument("--checkpoint", default=None)
     p.add_argument("--images", nargs="+", required=True)
@@ -127,7 +141,8 @@ def main() -> int:
     p.add_argument("--bound", action="store_true",
                    help="caption: also time the CNN alone in the same rounds (this tree only)")
     args = p.parse_args()
-    runs = {"caption": caption_times, "encoder": encoder_times, "cache": cache_build_times}
+    runs = {"caption": caption_times, "encoder": encoder_times, "cache": cache_build_times,
+            "preprocess": preprocess_times}
     out: dict[str, list[float]] = {}
     for mode in args.modes:
         out |= runs[mode](args)

@@ -16,7 +16,9 @@ instances with `color` and `size`). Its captions use templates of its own, so BL
 CIDEr on it say little; object F1, exact-set and the pointing game are what it is for.
 
 We wrote it, so it is not independent of us: it tests robustness to a different drawing of the
-same spec, not to someone else's reading of it. Same arguments, same bytes.
+same spec, not to someone else's reading of it. Same arguments and the same numpy and
+scikit-image versions, same bytes. Captions name the objects left to right by their boxes' left
+edges.
 """
 from __future__ import annotations
 
@@ -46,6 +48,8 @@ TINT = 20
 BLUR_SIGMA = (0.3, 0.8)
 SUPERSAMPLE = 4
 GAP, MARGIN = 4, 3  # px between boxes, and from the canvas edge
+PLACEMENT_TRIES = 10_000  # at 256 px three objects fit apart within a few dozen tries
+MIN_CANVAS = 64
 
 
 def outline(shape: str) -> np.ndarray:
@@ -84,17 +88,20 @@ def coverage(shape: str, cx: float, cy: float, side: float, tilt_deg: float, can
 
 
 def scene(rng: np.random.Generator, canvas: int, any_pairs: bool) -> tuple[np.ndarray, list[dict]]:
-    """One image (H, W, 3) uint8 and its objects (shape, color, size, bbox)."""
+    """One image (H, W, 3) uint8 and its objects: dicts of shape, color, size, bbox (COCO, tight
+    around every pixel the object touches, as `captioner scenes` draws them) and area. The
+    objects' colour-shape pairs are distinct, as the spec has them."""
     level = rng.uniform(*(LIGHT if rng.random() < 0.5 else MID))
     tint = rng.uniform(-TINT, TINT, 3) if rng.random() < 0.5 else np.zeros(3)
     img = np.broadcast_to(np.clip(level + tint, 0, 255), (canvas, canvas, 3)).astype(np.float32)
     n = int(rng.integers(1, 4))
-    while True:  # draw the objects' words and boxes until they fit without touching
+    objs: list[tuple] = []
+    for _ in range(PLACEMENT_TRIES):  # draw the objects' words and boxes until they fit apart
         objs, boxes = [], []
         for _ in range(n):
             while True:
                 shape, color = SHAPES[rng.integers(len(SHAPES))], COLORS[rng.integers(len(COLORS))]
-                if any_pairs or (color, shape) not in NOVEL_COMBOS:
+                if (any_pairs or (color, shape) not in NOVEL_COMBOS) and (shape, color) not in {o[:2] for o in objs}:
                     break
             size = ("small", "large")[rng.integers(2)]
             side = rng.uniform(*SIZE_BANDS[size]) * canvas
@@ -108,13 +115,15 @@ def scene(rng: np.random.Generator, canvas: int, any_pairs: bool) -> tuple[np.nd
             objs.append((shape, color, size, cx, cy, side))
         if len(objs) == n:
             break
+    else:
+        raise RuntimeError(f"could not place {n} objects apart on a {canvas} px canvas in {PLACEMENT_TRIES} tries")
     out = []
     for shape, color, size, cx, cy, side in objs:
         tilt = 0.0 if shape == "circle" else rng.uniform(-MAX_TILT_DEG, MAX_TILT_DEG)
         a = coverage(shape, cx, cy, side, tilt, canvas)[..., None]  # (H, W, 1)
         rgb = np.clip(np.array(CENTRE_RGB[color]) + rng.integers(-JITTER, JITTER + 1, 3), 0, 255)
         img = img * (1 - a) + rgb * a
-        ys, xs = np.nonzero(a[..., 0] > 0.25)
+        ys, xs = np.nonzero(a[..., 0] > 0)
         out.append({"shape": shape, "color": color, "size": size,
                     "bbox": [int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)],
                     "area": float(a.sum())})
@@ -137,6 +146,10 @@ def captions(objects: list[dict], rng: np.random.Generator) -> list[str]:
 
 
 def render(out: Path, num_images: int, seed: int, *, canvas: int = 256, any_pairs: bool = False) -> None:
+    """Write `num_images` scenes under `out`: images/other_NNNNNN.png, captions.json and
+    instances.json. Each image's random choices come from its own (seed, index) generator."""
+    if canvas < MIN_CANVAS:
+        raise ValueError(f"other_renderer: --size must be >= {MIN_CANVAS} px, got {canvas}")
     images_dir = out / "images"
     images_dir.mkdir(parents=True, exist_ok=True)
     info = {"description": "captioner scene spec, drawn by data/other_renderer.py", "seed": seed,

@@ -29,11 +29,17 @@ EXPECTED = {
       for fig in ("throughput", "p50_latency", "p95_latency", "peak_rss", "mean_batch", "failures")),
     "serve.batching_gain", "serve.decoder_share", "serve.gain_bound", "serve.gain_predicted",
     "serve.model_call_gain",
+    *(f"e2e.{m}.{fig}" for m in ("default", "resnet101")
+      for fig in ("encoder_bound", "encoder_bound_same_rounds",
+                  *(f"beam{k}.{kind}" for k in (1, 3, 5)
+                    for kind in ("batched", "one_by_one", "batched_over_one_by_one", "batched_over_encoder_bound")))),
+    "e2e.default.preprocess", "e2e.cli_folder", "e2e.cache_build",
 }
 JUDGED = {"train.b_over_a", "decode.default.beam5.batched_over_one_by_one",
           "decode.resnet101.beam5.batched_over_one_by_one", "startup.cold_start_caption",
           "memory.caption_peak_rss", "memory.cached_train_growth", "serve.batching_gain",
-          "serve.batched.failures", "serve.max_batch_1.failures"}
+          "serve.batched.failures", "serve.max_batch_1.failures",
+          *(f"e2e.{m}.beam3.batched_over_encoder_bound" for m in ("default", "resnet101"))}
 
 
 @pytest.mark.slow

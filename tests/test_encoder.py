@@ -30,6 +30,19 @@ def test_lite_preprocessing_matches_tf_scaling():
     assert torch.allclose(pre(img), torch.full((3, 8, 8), (200 - 127) / 128), atol=1e-5)
 
 
+@pytest.mark.parametrize("backbone", ["efficientnet_lite0", "resnet101"])
+def test_preprocessing_is_the_mean_std_formula_per_pixel(backbone):
+    """Each pixel value v of the resized image becomes (v / 255 - mean) / std, per channel, in a
+    contiguous (3, S, S) float32 tensor (the code computes it as one scale and shift)."""
+    pre = preprocess_for(ModelConfig(backbone=backbone, image_size=16, grid=1, pretrained="none"))
+    arr = np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)  # already 16 x 16: no resampling
+    x = pre(Image.fromarray(arr))
+    want = (torch.from_numpy(arr).permute(2, 0, 1).double() / 255 - torch.tensor(pre.mean).view(3, 1, 1).double()) \
+        / torch.tensor(pre.std).view(3, 1, 1).double()
+    assert x.dtype == torch.float32 and x.shape == (3, 16, 16) and x.is_contiguous()
+    assert torch.allclose(x.double(), want, atol=1e-6, rtol=0)
+
+
 def test_whole_image_is_resized_not_cropped():
     """A red strip at the far left edge must survive preprocessing (a centre crop drops it)."""
     arr = np.zeros((100, 300, 3), dtype=np.uint8)

@@ -50,7 +50,7 @@ def test_scenes_follow_the_spec_and_load_as_evaluate_reads_them(tmp_path):
     for rec in records:
         objects = instances.objects[rec.image_id]
         boxes = instances.boxes[rec.image_id]
-        assert 1 <= len(objects) <= 3
+        assert 1 <= len(objects) <= 3 and len(set(objects)) == len(objects)
         assert all(c in COLORS and s in SHAPES and (c, s) not in NOVEL_COMBOS for c, s in objects)
         for b in boxes:  # inside the canvas, and apart from every other box
             assert 0 <= b.x and 0 <= b.y and b.x + b.w <= 128 and b.y + b.h <= 128 and b.w > 4 and b.h > 4
@@ -63,7 +63,7 @@ def test_scenes_follow_the_spec_and_load_as_evaluate_reads_them(tmp_path):
 
 def test_fill_colours_are_each_names_centre_within_the_jitter(tmp_path):
     """A square's or a circle's centre pixel is its fill (blur moves a flat fill by nothing), and
-    every name's jittered colour keeps the hue order the names stand for."""
+    the names' centre colours keep the hue order the names stand for."""
     r = _renderer()
     r.render(tmp_path, 40, 1)
     inst = json.loads((tmp_path / "instances.json").read_text())
