@@ -49,7 +49,9 @@ def _name(checkpoint: str) -> str:
 
 def _cell(value: object) -> str:
     if isinstance(value, float):
-        return "n/a" if math.isnan(value) else (f"{value:.0f}" if value >= 10 else f"{value:.3f}")
+        # Counts (phrases) print whole; scores (at most 1, or CIDEr-D's few units) with 3 decimals.
+        whole = value >= 10 or (value > 1 and value.is_integer())
+        return "n/a" if math.isnan(value) else (f"{value:.0f}" if whole else f"{value:.3f}")
     return "n/a" if value is None else str(value)
 
 
