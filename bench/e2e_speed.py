@@ -83,11 +83,12 @@ def recipe_checkpoint(sizes: Sizes, work: Path) -> Path:
         with torch.no_grad():
             model.decoder.L_o.bias[vocab.end_id] = -1e4
         save_checkpoint(path, model=model, config=Config(model=recipe_config(sizes)), vocab=vocab, epoch=0, step=0)
-        # The baseline (0.1) rejects config keys it does not know: drop the hard-attention ones,
-        # which this tree reads back as their defaults (soft attention), so one file serves both.
+        # The baseline (0.1) rejects config keys it does not know: drop the hard-attention ones
+        # (`hard_*`, `val_hard_decode`), which this tree reads back as their defaults (soft
+        # attention), so one file serves both.
         ckpt = torch.load(path, weights_only=True)
         ckpt["config"]["model"].pop("attention")
-        for key in [k for k in ckpt["config"]["train"] if k.startswith("hard_")]:
+        for key in [k for k in ckpt["config"]["train"] if "hard_" in k]:
             del ckpt["config"]["train"][key]
         torch.save(ckpt, path)
     return path
