@@ -83,6 +83,15 @@ def tiny_decoder(scorer: str = "additive", vocab_size: int = 12, encoder_dim: in
                    hidden_dim=7, dropout=dropout, scorer=scorer, attention=attention)
 
 
+def load_data_script(name: str):
+    """A script of the repository's data/ folder (not a package) as a module, e.g. "model_card"."""
+    path = Path(__file__).resolve().parent.parent / "data" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def scene_words() -> tuple[str, ...]:
     """The words a generated scene's objects are named with: what the tiny checkpoints say."""
     from captioner.data.scene_spec import COLORS, SHAPES, SIZES

@@ -1,17 +1,11 @@
 """data/model_card.py's per-family table, from the scores `evaluate` returns."""
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
-REPO = Path(__file__).resolve().parent.parent
+from conftest import load_data_script
 
 
 def _model_card():
-    spec = importlib.util.spec_from_file_location("model_card", REPO / "data" / "model_card.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_data_script("model_card")
 
 
 def test_family_table_has_a_row_per_family_and_a_blank_where_a_set_has_none():

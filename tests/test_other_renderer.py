@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import colorsys
 import hashlib
-import importlib.util
 import json
 from pathlib import Path
 
@@ -14,15 +13,11 @@ from captioner.data.annotations import load_instances, load_records
 from captioner.data.scene_spec import COLORS, SHAPES, parse_mentions
 from captioner.data.scenes import NOVEL_COMBOS
 from captioner.words.vocab import tokenize
-
-REPO = Path(__file__).resolve().parent.parent
+from conftest import load_data_script
 
 
 def _renderer():
-    spec = importlib.util.spec_from_file_location("other_renderer", REPO / "data" / "other_renderer.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_data_script("other_renderer")
 
 
 def _digest(folder: Path) -> str:
