@@ -83,13 +83,14 @@ def recipe_checkpoint(sizes: Sizes, work: Path) -> Path:
         with torch.no_grad():
             model.decoder.L_o.bias[vocab.end_id] = -1e4
         save_checkpoint(path, model=model, config=Config(model=recipe_config(sizes)), vocab=vocab, epoch=0, step=0)
-        # The baseline (0.1) rejects config keys it does not know: drop the hard-attention ones
-        # (`hard_*`, `val_hard_decode`), which this tree reads back as their defaults (soft
-        # attention), so one file serves both.
+        # The baseline (0.1) rejects config keys it does not know. Captioning reads the model
+        # section only, so keep just that, less `attention` (0.1 has none; this tree reads it back
+        # as its default, soft): the data and train sections, which grow with every release,
+        # load as their defaults in both trees, so one file serves both.
         ckpt = torch.load(path, weights_only=True)
-        ckpt["config"]["model"].pop("attention")
-        for key in [k for k in ckpt["config"]["train"] if "hard_" in k]:
-            del ckpt["config"]["train"][key]
+        model_section = dict(ckpt["config"]["model"])
+        model_section.pop("attention")
+        ckpt["config"] = {"model": model_section}
         torch.save(ckpt, path)
     return path
 
