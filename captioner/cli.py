@@ -199,7 +199,7 @@ def _add_scenes(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--novel", action="store_true",
                    help="only scenes with held-out colour-shape pairs (compositional test split)")
     p.add_argument("--style", default="train", choices=sorted(SCENE_STYLES), metavar="STYLE",
-                   help="background families: train (the six training ones; default), reserved (the three "
+                   help="background families: train (the seven training ones; default), reserved (the three "
                         "kept out of training, for evaluation), or one family: " + ", ".join(BACKGROUNDS))
     p.set_defaults(func=cmd_scenes, positive=("num_images", "size"))
 

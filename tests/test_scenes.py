@@ -194,6 +194,19 @@ def test_every_background_family_stays_in_background_range(kind):
         assert colours == 1 if kind == "flat" else colours > 1, (kind, seed)
 
 
+def test_patches_are_irregular_cells_of_independent_tints():
+    # Piecewise constant (the cells' tones), many tones (one per cell), and not a grid: unlike
+    # the reserved mosaic, a row crosses cell borders at columns that differ from row to row.
+    for seed in range(6):
+        bg = scenes_module._background(np.random.default_rng(seed), 128, "patches").astype(int)
+        tones = np.unique(bg.reshape(-1, 3), axis=0)
+        assert 8 <= len(tones) <= 80, seed
+        same_as_right = (bg[:, 1:] == bg[:, :-1]).all(axis=-1)
+        assert same_as_right.mean() > 0.85, seed
+        borders = [frozenset(np.flatnonzero(~row)) for row in same_as_right]
+        assert len(set(borders)) > 16, seed  # a tile grid would repeat a handful of border sets
+
+
 def test_unknown_background_family_is_named():
     with pytest.raises(ValueError, match="unknown background 'nope'"):
         scenes_module._background(np.random.default_rng(0), 32, "nope")

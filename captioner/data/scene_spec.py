@@ -20,9 +20,10 @@ COLORS: tuple[str, ...] = ("red", "green", "blue", "yellow", "purple", "orange")
 SIZES: tuple[str, ...] = ("small", "large")
 
 #: Background families (drawn by :mod:`captioner.data.scenes`). Training scenes use the first
-#: six; the reserved ones are for evaluation only (``--style reserved``), so that a model card
+#: seven; the reserved ones are for evaluation only (``--style reserved``), so that a model card
 #: can report figures on a look that training never saw.
-TRAIN_BACKGROUNDS: tuple[str, ...] = ("flat", "gradient", "noise", "stripes", "checks", "blobs")
+TRAIN_BACKGROUNDS: tuple[str, ...] = ("flat", "gradient", "noise", "stripes", "checks", "blobs",
+                                       "patches")
 RESERVED_BACKGROUNDS: tuple[str, ...] = ("waves", "dots", "mosaic")
 BACKGROUNDS: tuple[str, ...] = TRAIN_BACKGROUNDS + RESERVED_BACKGROUNDS
 #: ``--style``: a mixture of families, or one family by name.

@@ -10,11 +10,11 @@ attention-vs-box checks are exact. The words themselves (:data:`~captioner.data.
 
 Appearance is randomised within documented ranges, so that a model learns the shapes and
 colours rather than one renderer's look: background families (flat, gradient, noise, stripes,
-checks, soft blobs; grey or tinted, light or mid-tone), object colours jittered around each
-named hue (:data:`HSV_RANGES`, kept far enough apart that names stay unambiguous), shape
-proportions (:data:`PROPORTIONS`), rotation, continuous sizes within the small and large bands,
-shading and rims, 2-4x anti-aliasing, then blur, noise and JPEG compression
-(:data:`DEGRADE_P`). Three background families (``RESERVED_BACKGROUNDS``) never appear in
+checks, soft blobs, irregular patches of independent tints; grey or tinted, light or mid-tone),
+object colours jittered around each named hue (:data:`HSV_RANGES`, kept far enough apart that
+names stay unambiguous), shape proportions (:data:`PROPORTIONS`), rotation, continuous sizes
+within the small and large bands, shading and rims, 2-4x anti-aliasing, then blur, noise and
+JPEG compression (:data:`DEGRADE_P`). Three background families (``RESERVED_BACKGROUNDS``) never appear in
 ``style="train"`` scenes; ``style="reserved"`` draws only them, for figures on a look that
 training never saw.
 
@@ -267,6 +267,13 @@ def _pattern(kind: str, rng: np.random.Generator, size: int, c0: np.ndarray, c1:
             r = rng.uniform(0.06, 0.25) * size
             t = np.maximum(t, np.exp(-((x - cx) ** 2 + (y - cy) ** 2) / (2 * r * r)))
         return _mix(c0, c1, t)
+    if kind == "patches":  # irregular (Voronoi) cells of independent tints
+        n = int(rng.integers(8, 80))
+        seeds = rng.uniform(0, size, (n, 2)).astype(np.float32)
+        tones = np.stack([_tone(rng) for _ in range(n)]).astype(np.float32)
+        y, x = np.mgrid[0:size, 0:size].astype(np.float32)
+        d2 = (x[..., None] - seeds[:, 0]) ** 2 + (y[..., None] - seeds[:, 1]) ** 2
+        return tones[d2.argmin(axis=-1)]
     # Reserved for evaluation: training never draws these.
     if kind == "waves":  # interference of two rotated sinusoids
         u, v = _coords(size, rng)
