@@ -47,11 +47,13 @@ def _name(checkpoint: str) -> str:
     return "default" if checkpoint == "default" else Path(checkpoint).parent.name or Path(checkpoint).stem
 
 
-def _cell(value: object) -> str:
+#: Rows that count phrases: they print whole, every other score with 3 decimals.
+COUNT_ROWS = frozenset({"grounded_words", "hallucinated_words"})
+
+
+def _cell(value: object, key: str = "") -> str:
     if isinstance(value, float):
-        # Counts (phrases) print whole; scores (at most 1, or CIDEr-D's few units) with 3 decimals.
-        whole = value >= 10 or (value > 1 and value.is_integer())
-        return "n/a" if math.isnan(value) else (f"{value:.0f}" if whole else f"{value:.3f}")
+        return "n/a" if math.isnan(value) else (f"{value:.0f}" if key in COUNT_ROWS else f"{value:.3f}")
     return "n/a" if value is None else str(value)
 
 
@@ -95,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
             print(name, json.dumps({k: scores.get(k) for k, _ in ROWS[:7]}), flush=True)
     lines = ["| metric (beam %d) | %s |" % (args.beam_size, " | ".join(c for c, _ in columns)),
              "|---|" + "--:|" * len(columns)]
-    lines += [f"| {label} | " + " | ".join(_cell(s.get(key)) for _, s in columns) + " |" for key, label in ROWS]
+    lines += [f"| {label} | " + " | ".join(_cell(s.get(key), key) for _, s in columns) + " |" for key, label in ROWS]
     lines += ["", *family_table(columns)]
     (args.out / "card.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

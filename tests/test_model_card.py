@@ -18,3 +18,12 @@ def test_family_table_has_a_row_per_family_and_a_blank_where_a_set_has_none():
     assert lines[2:] == ["| flat | 0.900 / 0.800 (10) |  |", "| stripes | 0.500 / 0.250 (4) |  |",
                          "| waves |  | 0.700 / 0.500 (6) |"]
     assert card.family_table([("coco", {"object_f1": 0.5})]) == []
+
+
+def test_counts_print_whole_and_scores_with_three_decimals():
+    card = _model_card()
+    assert card._cell(0.0, "hallucinated_words") == "0"  # printed 0.000 before
+    assert card._cell(4.0, "hallucinated_words") == "4" and card._cell(1002.0, "grounded_words") == "1002"
+    assert card._cell(1.0, "object_f1") == "1.000" and card._cell(0.0, "pointing_strict") == "0.000"
+    assert card._cell(5.43966, "CIDEr-D") == "5.440" and card._cell(12.0, "CIDEr-D") == "12.000"
+    assert card._cell(float("nan"), "METEOR") == "n/a" and card._cell(None, "METEOR") == "n/a"
