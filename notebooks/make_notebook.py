@@ -86,8 +86,8 @@ print(f"grid G = {G}, so P = {G * G} regions; scorer: {attention.scorer}")
 md("regions", r"""
 ## 1. The regions: annotation vectors $a_i$
 
-The encoder (a frozen EfficientNet-Lite0 for the default model) sees the whole image resized to
-a square and returns a $G \times G$ grid of feature vectors. Flattened, these are the paper's
+The encoder (EfficientNet-Lite0 for the default model, its stage 5 fine-tuned) sees the whole
+image resized to a square and returns a $G \times G$ grid of feature vectors. Flattened, these are the paper's
 **annotation vectors** $a_1, \dots, a_P \in \mathbb{R}^E$; region $i$ is row $\lfloor i / G \rfloor$,
 column $i \bmod G$ of the image.
 
