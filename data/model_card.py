@@ -47,7 +47,8 @@ def _name(checkpoint: str) -> str:
     return "default" if checkpoint == "default" else Path(checkpoint).parent.name or Path(checkpoint).stem
 
 
-#: Rows that count phrases: they print whole, every other score with 3 decimals.
+#: Rows that count phrases: they print whole, every other score with 3 decimals. `evaluate`
+#: returns them as ints; results JSON written before 2026-12-03 holds them as floats.
 COUNT_ROWS = frozenset({"grounded_words", "hallucinated_words"})
 
 

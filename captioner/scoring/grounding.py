@@ -252,21 +252,22 @@ def scene_grounding(
     return SceneGrounding(shape=shape, color=color)
 
 
-def summarize_grounding(result: GroundingResult, prefix: str = "") -> dict[str, float]:
+def summarize_grounding(result: GroundingResult, prefix: str = "") -> dict[str, float | int]:
     """Flat dict for logs and result tables: the strict pointing game first, then the lenient
     one (its name assumes the default slack of 1 cell, which evaluation uses), the mass in box,
-    the maps' mean entropy and the counts. ``prefix`` names the word kind ("color_")."""
+    the maps' mean entropy and the counts (ints, so that tables and JSON print them whole).
+    ``prefix`` names the word kind ("color_")."""
     return {
         f"{prefix}pointing_strict": result.accuracy,
         f"{prefix}pointing_slack1": result.slack_accuracy,
         f"{prefix}attention_mass_in_box": result.mean_mass,
         f"{prefix}attention_entropy": result.mean_entropy,
-        f"{prefix}grounded_words": float(result.total),
-        f"{prefix}hallucinated_words": float(result.hallucinated),
+        f"{prefix}grounded_words": int(result.total),
+        f"{prefix}hallucinated_words": int(result.hallucinated),
     }
 
 
-def summarize_scene_grounding(result: SceneGrounding) -> dict[str, float]:
+def summarize_scene_grounding(result: SceneGrounding) -> dict[str, float | int]:
     """Shape words under the plain names (comparable with COCO's), colour words as ``color_*``."""
     return summarize_grounding(result.shape) | summarize_grounding(result.color, prefix="color_")
 
