@@ -8,7 +8,7 @@
 (or `data/other_renderer.py`'s, which writes the same files);
 every image in its captions.json is captioned (beam 3) and scored with
 `captioner.evaluation.evaluate`, the same code as `captioner evaluate --grounding`. It writes
-`<out>/<checkpoint>__<set>.json` (all scores) and `<out>/card.md` (the table the README's model
+`<out>/<column>__<set>.json` (all scores; a column is named by `column_names`) and `<out>/card.md` (the table the README's model
 card copies), strict metrics first and the lenient pointing game beside them, then object F1
 and exact-set accuracy per background family of each set.
 """
@@ -43,8 +43,25 @@ ROWS = (
 )
 
 
-def _name(checkpoint: str) -> str:
-    return "default" if checkpoint == "default" else Path(checkpoint).parent.name or Path(checkpoint).stem
+#: The files `captioner train` writes into its run folder: such a checkpoint is named by that folder.
+RUN_FILES = frozenset({"best", "last"})
+
+
+def column_names(checkpoints: list[str]) -> list[str]:
+    """One distinct column name per checkpoint: 'default' for the embedded model, the run folder
+    for a training run's best.pt / last.pt (runs/scenes-none/best.pt -> scenes-none), the file's
+    stem otherwise (/tmp/old-default.pt -> old-default), and a #k suffix where two would clash."""
+    names = []
+    for checkpoint in checkpoints:
+        path = Path(checkpoint)
+        if checkpoint == "default":
+            names.append("default")
+        elif path.stem in RUN_FILES and path.parent.name:
+            names.append(path.parent.name + ("" if path.stem == "best" else f"-{path.stem}"))
+        else:
+            names.append(path.stem)
+    return [name if names.count(name) == 1 else f"{name}#{names[:i].count(name) + 1}"
+            for i, name in enumerate(names)]
 
 
 #: Rows that count phrases: they print whole, every other score with 3 decimals. `evaluate`
@@ -85,16 +102,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     columns: list[tuple[str, dict]] = []
-    for checkpoint in args.checkpoints:
+    for checkpoint, column in zip(args.checkpoints, column_names(args.checkpoints)):
         cap = load_captioner(None if checkpoint == "default" else checkpoint, device="cpu")
         for folder in map(Path, args.sets):
             start = time.perf_counter()
             report = evaluate(cap, folder / "captions.json", beam_size=args.beam_size,
                               grounding=folder / "instances.json", java=False if args.no_java else None)
             scores = dict(report.scores, seconds=round(time.perf_counter() - start, 1))
-            name = f"{_name(checkpoint)}__{folder.name}"
+            name = f"{column}__{folder.name}"
             (args.out / f"{name}.json").write_text(json.dumps(scores, indent=1) + "\n")
-            columns.append((f"{_name(checkpoint)}: {folder.name} ({scores['images']} images)", scores))
+            columns.append((f"{column}: {folder.name} ({scores['images']} images)", scores))
             print(name, json.dumps({k: scores.get(k) for k, _ in ROWS[:7]}), flush=True)
     lines = ["| metric (beam %d) | %s |" % (args.beam_size, " | ".join(c for c, _ in columns)),
              "|---|" + "--:|" * len(columns)]

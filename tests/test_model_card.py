@@ -27,3 +27,11 @@ def test_counts_print_whole_and_scores_with_three_decimals():
     assert card._cell(1.0, "object_f1") == "1.000" and card._cell(0.0, "pointing_strict") == "0.000"
     assert card._cell(5.43966, "CIDEr-D") == "5.440" and card._cell(12.0, "CIDEr-D") == "12.000"
     assert card._cell(float("nan"), "METEOR") == "n/a" and card._cell(None, "METEOR") == "n/a"
+
+
+def test_columns_are_named_by_run_folder_or_file_and_never_clash():
+    card = _model_card()
+    assert card.column_names(["default", "runs/scenes-none/best.pt", "/tmp/old-default.pt"]) == [
+        "default", "scenes-none", "old-default"]  # the old rule named the last one "tmp"
+    assert card.column_names(["runs/a/last.pt", "x/model.pt", "y/model.pt", "best.pt"]) == [
+        "a-last", "model#1", "model#2", "best"]
