@@ -15,7 +15,9 @@ held-out F1 0.74 against 0.70, one seed each).
 
 It writes `<out>/<row>/seed<k>/result.json` per run (an expectation row's is
 `result-expectation.json` in its hard row's folder) and `<out>/table.md`, one line per row: the
-mean over seeds and, after the +-, half the range between them. A finished run is never redone,
+mean over seeds and, after the +-, half the range between them. The table has the rows this call
+ran and those an earlier call finished in the same `--out` with the same settings and seeds, so
+`--rows` adds rows to `make ablation`'s table. A finished run is never redone,
 so a killed study resumes where it stopped (an unfinished run restarts from its last epoch).
 The budget (scenes, epochs) is scaled so that the whole study fits a 2-core CPU in well under
 90 minutes; the table's caption says so. `--rows` and `--seeds` pick a subset.
@@ -196,6 +198,28 @@ def run_one(row: str, overrides: tuple[str, ...], seed: int, data: dict[str, Pat
     return result
 
 
+def finished_elsewhere(out: Path, budget: Budget, seeds: list[int], asked: set[str]) -> list[dict]:
+    """The results of rows not asked for this time that an earlier call finished in `out` with this
+    study's settings, for every one of `seeds`: the table keeps them, so that `--rows` adds rows
+    to `make ablation`'s table instead of replacing it. A row finished with other settings, or
+    for only some of the seeds, is left out and named on stderr."""
+    found = []
+    for row, overrides, hard_decode in ROWS:
+        if row in asked:
+            continue
+        files = [out / train_dir(overrides) / f"seed{seed}" / ("result.json" if hard_decode == "argmax"
+                                                              else f"result-{hard_decode}.json") for seed in seeds]
+        if not any(f.is_file() for f in files):
+            continue
+        try:
+            if not all(f.is_file() for f in files):
+                raise StudyMismatch(f"it is finished for only some of the seeds {seeds}")
+            found += [_reuse(f, settings(budget, overrides)) for f in files]
+        except StudyMismatch as err:
+            print(f"note: row {row!r} in {out} is not in the table: {err}", file=sys.stderr)
+    return found
+
+
 #: The figure's rows: (label, row whose seed-0 model draws it, decoding rule).
 FIGURE_ROWS: tuple[tuple[str, str, str], ...] = (
     ("soft additive", "soft additive", "argmax"),
@@ -308,6 +332,7 @@ def main(argv: list[str] | None = None) -> int:
             results.append(result)
             print(json.dumps({k: result[k] for k in ("row", "seed", "train_seconds")}
                              | {key: result.get(key) for key, _ in COLUMNS[:3]}), flush=True)
+    results = finished_elsewhere(args.out, budget, args.seeds, {row for row, _, _ in rows}) + results
     text = table(results, budget, args.seeds)
     (args.out / "table.md").write_text(text)
     print(text)

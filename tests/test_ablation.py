@@ -53,6 +53,10 @@ def test_ablation_trains_evaluates_writes_the_table_and_resumes(tmp_path):
     assert again.returncode == 0, again.stderr
     assert ckpt.stat().st_mtime_ns == stamp
     assert (tmp_path / "out" / "table.md").read_text() == table
+    # Asking for fewer rows keeps the rows finished before in the table (it used to drop them).
+    fewer = _run(tmp_path, "soft additive")
+    assert fewer.returncode == 0, fewer.stderr
+    assert (tmp_path / "out" / "table.md").read_text() == table
     # Other settings in the same --out: refused, not mixed into a table captioned with them.
     other = _run(tmp_path, "soft additive", extra=("--set", "train.decoder_lr=0.002"))
     assert other.returncode == 2 and "was made with other settings" in other.stderr
