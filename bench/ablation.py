@@ -163,6 +163,16 @@ def train_dir(overrides: tuple[str, ...]) -> str:
     return slug(next(name for name, o, _ in ROWS if o == overrides))
 
 
+def run_dir(out: Path, overrides: tuple[str, ...], seed: int) -> Path:
+    """One training run's folder in the study's `out`."""
+    return out / train_dir(overrides) / f"seed{seed}"
+
+
+def result_file(run: Path, hard_decode: str) -> Path:
+    """Where a run's evaluation with `hard_decode` is written (argmax: result.json)."""
+    return run / ("result.json" if hard_decode == "argmax" else f"result-{hard_decode}.json")
+
+
 def run_one(row: str, overrides: tuple[str, ...], seed: int, data: dict[str, Path], out: Path,
             budget: Budget, hard_decode: str = "argmax") -> dict:
     """Train one row's model with one seed unless it is trained (resuming a killed run), then
@@ -172,7 +182,7 @@ def run_one(row: str, overrides: tuple[str, ...], seed: int, data: dict[str, Pat
     from captioner.train.loop import train
 
     wanted = settings(budget, overrides)
-    done = out / ("result.json" if hard_decode == "argmax" else f"result-{hard_decode}.json")
+    done = result_file(out, hard_decode)
     if done.is_file():
         return _reuse(done, wanted)
     trained = out / "trained.json"
@@ -207,8 +217,7 @@ def finished_elsewhere(out: Path, budget: Budget, seeds: list[int], asked: set[s
     for row, overrides, hard_decode in ROWS:
         if row in asked:
             continue
-        files = [out / train_dir(overrides) / f"seed{seed}" / ("result.json" if hard_decode == "argmax"
-                                                              else f"result-{hard_decode}.json") for seed in seeds]
+        files = [result_file(run_dir(out, overrides, seed), hard_decode) for seed in seeds]
         if not any(f.is_file() for f in files):
             continue
         try:
@@ -243,7 +252,7 @@ def soft_vs_hard_figure(out: Path, data: dict[str, Path], scene: int = 0, seed: 
     strips = []
     for label, row, rule in FIGURE_ROWS:
         overrides = next(o for name, o, _ in ROWS if name == row)
-        ckpt = out / train_dir(overrides) / f"seed{seed}" / "best.pt"
+        ckpt = run_dir(out, overrides, seed) / "best.pt"
         if not (ckpt.parent / "trained.json").is_file():  # not trained, or killed mid-training
             continue
         cap = load_captioner(ckpt, device="cpu", engine="torch")
@@ -324,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
     for row, overrides, hard_decode in rows:
         for seed in args.seeds:
             try:
-                result = run_one(row, overrides, seed, data, args.out / train_dir(overrides) / f"seed{seed}",
+                result = run_one(row, overrides, seed, data, run_dir(args.out, overrides, seed),
                                  budget, hard_decode)
             except StudyMismatch as err:
                 print(f"error: {err}", file=sys.stderr)
