@@ -50,6 +50,15 @@ def setup_distributed(device_name: str) -> Placement:
     return Placement(info, device)
 
 
+def teardown_distributed() -> None:
+    """Leave the process group, once every rank is done. Left to interpreter exit, gloo's
+    threads could still be running when a rank's process ended, which aborted it ("terminate
+    called without an active exception", exit -6) after a finished run."""
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def wrap_ddp(module: nn.Module, device: torch.device, dist_info: Dist) -> nn.Module:
     """`module` in DistributedDataParallel when there are several ranks, else itself."""
     if dist_info.world == 1:
