@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: demo test test-fast bench serve venv browser java default-model none-model hard-model hard-model-card model-card model-card-sets ablation clean
+.PHONY: demo test test-fast bench serve venv browser java default-model none-model hard-model hard-model-card model-card model-card-sets train-scenes ablation clean
 
 venv: $(STAMP)
 
@@ -54,23 +54,24 @@ bench: venv
 serve: venv
 	$(VENV)/bin/captioner serve
 
-# Rebuild the embedded default model from scratch (README, "The default model").
-default-model: venv
+# The training scenes of the default model and of its `none` and hard variants.
+train-scenes: venv
 	$(VENV)/bin/captioner scenes --out datasets/scenes-train --num-images 10000 --seed 1
+
+# Rebuild the embedded default model from scratch (README, "The default model").
+default-model: train-scenes
 	$(VENV)/bin/captioner train --config configs/scenes.toml --out runs/scenes
 	$(VENV)/bin/captioner export runs/scenes/best.pt captioner/assets/default.pt --half
 
 # The `none` ablation of the model card: the same recipe without attention (mean-pooled context).
-none-model: venv
-	$(VENV)/bin/captioner scenes --out datasets/scenes-train --num-images 10000 --seed 1
+none-model: train-scenes
 	$(VENV)/bin/captioner train --config configs/scenes.toml --out runs/scenes-none --set model.scorer=none
 
 # Hard attention (lambda_r 0.1, the ablation's better hard row) on the default model's recipe,
 # HARD_EPOCHS epochs (the soft recipe's 20 left it still improving); scored by `make
 # hard-model-card` (README, "Attention ablation").
 HARD_EPOCHS ?= 26
-hard-model: venv
-	$(VENV)/bin/captioner scenes --out datasets/scenes-train --num-images 10000 --seed 1
+hard-model: train-scenes
 	$(VENV)/bin/captioner train --config configs/scenes.toml --out runs/scenes-hard-e$(HARD_EPOCHS) \
 		--set model.attention=hard --set train.hard_reinforce_weight=0.1 --set train.epochs=$(HARD_EPOCHS)
 

@@ -219,12 +219,10 @@ def _train_config(args: argparse.Namespace):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from captioner.train.distributed import teardown_distributed
     from captioner.train.loop import train
 
     config = _train_config(args)
     summary = train(config, args.out, resume=args.resume)
-    teardown_distributed()  # not after a failure: the other ranks may never reach its barrier
     if not summary.main:  # under torchrun, one summary: rank 0's
         return EXIT_OK
     print(json.dumps({"out": str(summary.out_dir), "epochs": summary.epochs_completed, "steps": summary.steps,

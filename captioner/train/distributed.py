@@ -34,12 +34,14 @@ class Dist:
 class Placement(NamedTuple):
     dist: Dist
     device: torch.device
+    joined: bool = False  # this call joined the process group (so its caller leaves it: `leave`)
 
 
 def setup_distributed(device_name: str) -> Placement:
     """Join the process group `torchrun` describes (if any) and pick this rank's device."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not dist.is_initialized():
+    joined = world > 1 and not dist.is_initialized()
+    if joined:
         use_cuda = torch.cuda.is_available() and device_name in ("auto", "cuda")
         dist.init_process_group(backend="nccl" if use_cuda else "gloo")
     info = Dist(dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else Dist()
@@ -47,15 +49,15 @@ def setup_distributed(device_name: str) -> Placement:
     if device.type == "cuda" and info.world > 1:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)
-    return Placement(info, device)
+    return Placement(info, device, joined)
 
 
-def teardown_distributed() -> None:
-    """Leave the process group, once every rank is done. Left to interpreter exit, gloo's
-    threads could still be running when a rank's process ended, which aborted it ("terminate
-    called without an active exception", exit -6) after a finished run."""
-    if dist.is_initialized():
-        dist.barrier()
+def leave(placement: Placement) -> None:
+    """Leave the process group `setup_distributed` joined, after the run's closing barrier (a
+    group left to interpreter exit let gloo's threads outlive a finished rank, which then
+    aborted: "terminate called without an active exception", exit -6). Only after a run that
+    finished: after a failure the other ranks may never reach that barrier."""
+    if placement.joined:
         dist.destroy_process_group()
 
 

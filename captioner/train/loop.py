@@ -36,7 +36,7 @@ from captioner.scoring.mentions import mention_scores
 from captioner.train.data import (Log, Objects, Sources, Splits, load_val_objects, make_sources, make_splits,
                                   stderr_log)
 from captioner.train.distributed import (Dist, EpochSampler, Shard, barrier, batches_per_epoch, broadcast_floats,
-                                         gather_dicts, gather_objects, setup_distributed, shard, wrap_ddp)
+                                         gather_dicts, gather_objects, leave, setup_distributed, shard, wrap_ddp)
 from captioner.train.optim import Optimization, make_optimization, param_groups
 from captioner.train.resume import (TrainState, load_resumable, rank_state, restore, resumed_model,
                                     save_training_checkpoint, seed_all)
@@ -312,7 +312,8 @@ def _epoch_line(state: TrainState, scores: dict[str, float], metric: str) -> str
 def train(config: Config, out_dir: str | Path, *, resume: bool = False, log: Log = stderr_log) -> TrainSummary:
     """Train a captioner; write last.pt, best.pt and metrics.jsonl to `out_dir`."""
     t = config.train
-    dist_info, device = setup_distributed(t.device)
+    placement = setup_distributed(t.device)
+    dist_info, device = placement.dist, placement.device
     say: Log = log if dist_info.main else _quiet
     if t.amp == "fp16" and device.type != "cuda":
         raise ConfigError("train.amp: fp16 needs a CUDA device; use bf16 on the CPU")
@@ -352,6 +353,7 @@ def train(config: Config, out_dir: str | Path, *, resume: bool = False, log: Log
     if skipped:
         say(f"warning: {len(skipped)} unreadable images were skipped during training")
     barrier(dist_info)
+    leave(placement)
     return TrainSummary(out_dir=out, epochs_completed=state.epoch, steps=state.step, best_score=state.best_score,
                         best_epoch=state.best_epoch, stopped_early=state.bad_epochs >= t.patience,
                         skipped_images=len(skipped), resumed=ckpt is not None, main=dist_info.main)
