@@ -133,7 +133,7 @@ class DataConfig:
 class TrainConfig:
     """Optimisation, validation, checkpointing. Defaults: the embedded default model's recipe
     (configs/scenes.toml), except settings that config makes for its data: alpha_c 0.1 for its
-    short captions, metric "object_f1", which needs scenes instances, and up to 20 epochs of one
+    short captions, metric "object_f1", which needs scenes instances, and up to 10 epochs of one
     caption per scene (data.caption_policy "one")."""
 
     epochs: int = 14

@@ -78,7 +78,7 @@ def test_no_config_means_the_default_models_settings():
     # Two settings are the scenes data's own: its ~10-word captions and its instances file.
     assert (defaults.train.alpha_c, defaults.train.metric) == (1.0, "CIDEr-D")
     assert (scenes.train.alpha_c, scenes.train.metric) == (0.1, "object_f1") and scenes.data.instances
-    assert replace(defaults.train, alpha_c=0.1, metric="object_f1", epochs=20) == scenes.train
+    assert replace(defaults.train, alpha_c=0.1, metric="object_f1", epochs=10) == scenes.train
 
 
 def test_metric_names_are_evaluates_and_old_names_still_load(tmp_path):
