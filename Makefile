@@ -59,9 +59,9 @@ train-scenes: venv
 	$(VENV)/bin/captioner scenes --out datasets/scenes-train --num-images 20000 --seed 1
 
 # The 10,000 scenes (seed 1) of the recipe before 2026-12-04, on which the `none` and hard
-# variants of the README were trained: 20 epochs of 8,000 (the same 2,500 steps).
+# variants of the README were trained (`none`: 20 epochs of 8,000, the same 2,500 steps).
 TEN_K = --set data.data=datasets/scenes-train-10k/dataset.json \
-	--set data.instances=datasets/scenes-train-10k/instances.json --set train.epochs=20
+	--set data.instances=datasets/scenes-train-10k/instances.json
 train-scenes-10k: venv
 	$(VENV)/bin/captioner scenes --out datasets/scenes-train-10k --num-images 10000 --seed 1
 
@@ -72,7 +72,7 @@ default-model: train-scenes
 
 # The `none` ablation of the model card: the same recipe without attention (mean-pooled context).
 none-model: train-scenes-10k
-	$(VENV)/bin/captioner train --config configs/scenes.toml --out runs/scenes-none $(TEN_K) --set model.scorer=none
+	$(VENV)/bin/captioner train --config configs/scenes.toml --out runs/scenes-none $(TEN_K) --set train.epochs=20 --set model.scorer=none
 
 # Hard attention (lambda_r 0.1, the ablation's better hard row) on the default model's recipe,
 # HARD_EPOCHS epochs (the soft recipe's 20 left it still improving); scored by `make
