@@ -102,8 +102,9 @@ model-card-sets: venv
 	$(VENV)/bin/captioner scenes --out datasets/scenes-novel --num-images 200 --seed 8 --novel
 	$(PY) data/other_renderer.py --out datasets/scenes-other --num-images 200 --seed 11
 
-# The ablation study (README, "Attention ablation"): six soft scorers, hard attention and the
-# doubly stochastic penalty's lambda, 2 seeds each, on one scenes dataset and budget.
+# The ablation study (README, "Attention ablation"): six soft scorers and hard attention, 2 seeds
+# each, on one scenes dataset and budget, every decoder on the shipped default model's frozen
+# encoder (bench/ablation.py --encoder imagenet: the ImageNet weights, the 2026-12-03 table).
 ablation: venv
 	$(PY) bench/ablation.py --out runs/ablation
 

@@ -3,7 +3,11 @@
     .venv/bin/python bench/ablation.py --out runs/ablation
 
 Every row trains the same decoder on the same scenes, from the same frozen feature cache, with
-the same budget and the same seeds; only the attention differs: the six soft scorers
+the same budget and the same seeds; only the attention differs. The frozen encoder is the
+shipped default model's (`--encoder default`: ImageNet EfficientNet-Lite0 with stage 5
+fine-tuned on the default model's own 16,000 training scenes, extracted from
+captioner/assets/default.pt), so that each decoder starts from features that see these scenes;
+`--encoder imagenet` reads the ImageNet weights alone, as the study of 2026-12-03 did. The rows: the six soft scorers
 (`additive`, `concat`, `dot`, `scaled_dot`, `general` and `none`, the mean-pooled fixed
 context), and hard attention with the additive scorer at the unbiased REINFORCE weight
 lambda_r 1 and at 0.1 (each scored twice: argmax-region and expectation decoding of the same
@@ -30,7 +34,7 @@ import math
 import shutil
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 #: (row name, config overrides, hard-attention decoding rule). The recipe is configs/scenes.toml's;
@@ -86,6 +90,40 @@ class Budget:
     val_images: int = 150
     style: str = "train"  # the training scenes' (and held-out, novel-pair sets') appearance style
     overrides: tuple[str, ...] = ()  # config overrides of every row (--set), before the row's own
+    encoder: str = "default"  # one of ENCODERS: whose frozen weights every row reads
+    pretrained: str = "imagenet"  # the model.pretrained that `encoder` resolves to (encoder_weights)
+
+
+#: --encoder: the frozen encoder every row's decoder reads (the rows differ only in the decoder).
+#: "default": the shipped default model's encoder, ImageNet EfficientNet-Lite0 with stage 5 fine-tuned
+#: on the default model's 16,000 training scenes (with a soft additive decoder; seeds and scenes other
+#: than the study's); "imagenet": the ImageNet weights alone, as the study of 2026-12-03 ran.
+ENCODERS: tuple[str, ...] = ("default", "imagenet")
+
+
+def encoder_weights(root: Path, encoder: str) -> str:
+    """`model.pretrained` for the study's `encoder`: "imagenet", or a file of the default model's
+    backbone weights (float32), extracted once from captioner/assets/default.pt into `root` and
+    named by that file's digest, so that another default model gets another file (and feature cache)."""
+    if encoder == "imagenet":
+        return "imagenet"
+    import hashlib
+
+    import torch
+
+    from captioner.api import DEFAULT_CHECKPOINT
+    from captioner.atomic import atomic_path
+
+    digest = hashlib.sha256(DEFAULT_CHECKPOINT.read_bytes()).hexdigest()[:16]
+    target = root / f"default-encoder-{digest}.pt"
+    if not target.is_file():
+        prefix = "encoder.backbone."
+        state = torch.load(DEFAULT_CHECKPOINT, map_location="cpu", weights_only=True)["model"]
+        backbone = {key[len(prefix):]: value.float() if value.is_floating_point() else value
+                    for key, value in state.items() if key.startswith(prefix)}
+        with atomic_path(target) as tmp:
+            torch.save(backbone, tmp)
+    return str(target)
 
 
 def slug(row: str) -> str:
@@ -121,7 +159,8 @@ class StudyMismatch(Exception):
 def settings(budget: Budget, overrides: tuple[str, ...]) -> dict:
     """What a run's result depends on besides its seed: recorded with it, checked on reuse."""
     return {"train_scenes": budget.train_scenes, "test_scenes": budget.test_scenes, "epochs": budget.epochs,
-            "val_images": budget.val_images, "style": budget.style, "overrides": [*budget.overrides, *overrides]}
+            "val_images": budget.val_images, "style": budget.style, "overrides": [*budget.overrides, *overrides],
+            "encoder": budget.encoder, "encoder_weights": Path(budget.pretrained).name}
 
 
 def _reuse(path: Path, wanted: dict) -> dict:
@@ -133,8 +172,8 @@ def _reuse(path: Path, wanted: dict) -> dict:
 
 
 #: The study compares attention mechanisms on the frozen encoder's cached grids with every caption
-#: each epoch, as its table was measured; configs/scenes.toml's fine-tuning of stage 5 (the default
-#: model's recipe since 2026-12-01) is a --set away: --set model.finetune_blocks=1.
+#: each epoch, as its table was measured; further fine-tuning of stage 5 is a --set away: --set
+#: model.finetune_blocks=1 (then each row trains it on from the --encoder's weights).
 FROZEN_RECIPE = ("model.finetune_blocks=0", "data.caption_policy=all")
 
 
@@ -146,8 +185,8 @@ def recipe(data: dict[str, Path], budget: Budget, seed: int, overrides: tuple[st
     return load_config(Path(__file__).resolve().parent.parent / "configs" / "scenes.toml", [
         f"data.data={data['train'] / 'dataset.json'}", f"data.instances={data['train'] / 'instances.json'}",
         f"data.max_val_images={budget.val_images}", f"train.epochs={budget.epochs}",
-        f"train.patience={budget.epochs}", f"train.seed={seed}", "train.log_every=1000000", *FROZEN_RECIPE,
-        *budget.overrides, *overrides])
+        f"train.patience={budget.epochs}", f"train.seed={seed}", "train.log_every=1000000",
+        f"model.pretrained={budget.pretrained}", *FROZEN_RECIPE, *budget.overrides, *overrides])
 
 
 def cache(data: dict[str, Path], budget: Budget) -> None:
@@ -289,7 +328,11 @@ def table(results: list[dict], budget: Budget, seeds: list[int]) -> str:
              f"down to fit a 2-core CPU: {int(budget.train_scenes * 0.8)} training scenes (5 captions each) in the "
              f"{budget.style!r} style (held-out and novel-pair scenes too; reserved-style scenes are never trained on), "
              f"{budget.epochs} epochs, best epoch by validation object F1 on {budget.val_images} images; test sets of "
-             f"{budget.test_scenes} scenes each, beam 3. Training s: the decoder's training from the shared "
+             f"{budget.test_scenes} scenes each, beam 3. Every row reads the same frozen encoder: "
+             + ("the shipped default model's (ImageNet EfficientNet-Lite0 with stage 5 fine-tuned on the default "
+                "model's 16,000 training scenes, beside a soft additive decoder)" if budget.encoder == "default"
+                else "ImageNet EfficientNet-Lite0") +
+             f". Training s: the decoder's training from the shared "
              f"feature cache (built once beforehand), validation included; decoding images/s: "
              f"the held-out evaluation, file to caption."
              + (" An \"expectation decoding\" row scores the models of the hard row above it (so its training s "
@@ -318,16 +361,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--val-images", type=int, default=Budget.val_images)
     parser.add_argument("--style", default=Budget.style,
                         help="appearance style of the training, held-out and novel-pair scenes (reserved stays reserved)")
+    parser.add_argument("--encoder", choices=ENCODERS, default=Budget.encoder,
+                        help="the frozen encoder of every row: the default model's (default) or ImageNet's")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="a config override for every row (repeatable), e.g. train.decoder_lr=0.002")
     args = parser.parse_args(argv)
     budget = Budget(args.train_scenes, args.test_scenes, args.epochs, args.val_images, args.style,
-                    tuple(args.overrides))
+                    tuple(args.overrides), args.encoder)
     rows = [r for r in ROWS if r[0] in (args.rows or DEFAULT_ROWS)]
     unknown = set(args.rows or ()) - {name for name, _, _ in ROWS}
     if unknown:
         parser.error(f"unknown rows {sorted(unknown)}; rows are {[name for name, _, _ in ROWS]}")
-    data = make_data(args.data or Path(f"datasets/ablation-{args.style}"), budget)
+    root = args.data or Path(f"datasets/ablation-{args.style}")
+    data = make_data(root, budget)
+    budget = replace(budget, pretrained=encoder_weights(root, budget.encoder))
     cache(data, budget)
     results = []
     for row, overrides, hard_decode in rows:

@@ -66,3 +66,45 @@ def test_ablation_trains_evaluates_writes_the_table_and_resumes(tmp_path):
 def test_unknown_rows_are_a_usage_error(tmp_path):
     done = _run(tmp_path, "soft additive", "bogus")
     assert done.returncode == 2 and "unknown rows ['bogus']" in done.stderr and "Traceback" not in done.stderr
+
+
+def _ablation_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("ablation", REPO / "bench" / "ablation.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["ablation"] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_default_encoder_is_the_shipped_models_backbone_extracted_once(tmp_path):
+    import torch
+
+    from captioner.api import DEFAULT_CHECKPOINT
+    from captioner.config import ModelConfig
+    from captioner.features.encoder import Encoder
+    from captioner.features.pretrained import load_pretrained
+
+    ablation = _ablation_module()
+    assert ablation.encoder_weights(tmp_path, "imagenet") == "imagenet"
+    path = Path(ablation.encoder_weights(tmp_path, "default"))
+    assert path.parent == tmp_path and path.name.startswith("default-encoder-")
+    stamp = path.stat().st_mtime_ns
+    assert ablation.encoder_weights(tmp_path, "default") == str(path) and path.stat().st_mtime_ns == stamp
+    shipped = torch.load(DEFAULT_CHECKPOINT, weights_only=True)["model"]
+    backbone = {k.removeprefix("encoder.backbone."): v for k, v in shipped.items() if k.startswith("encoder.backbone.")}
+    extracted = torch.load(path, weights_only=True)
+    assert extracted.keys() == backbone.keys() and len(backbone) > 100
+    for key, value in backbone.items():
+        assert torch.equal(extracted[key], value.float() if value.is_floating_point() else value), key
+    # The study's recipe loads it into the frozen encoder, whose every key it gives (strict load).
+    budget = ablation.Budget(pretrained=str(path))
+    data = {"train": tmp_path / "train"}
+    config = ablation.recipe(data, budget, seed=0)
+    assert config.model.pretrained == str(path) and config.model.finetune_blocks == 0
+    encoder = load_pretrained(Encoder(config=config.model), config.model)
+    assert torch.equal(encoder.backbone.state_dict()["_conv_stem.weight"], extracted["_conv_stem.weight"])
+    assert ablation.settings(budget, ())["encoder_weights"] == path.name
+    assert ablation.settings(ablation.Budget(encoder="imagenet"), ())["encoder"] == "imagenet"
+    assert ModelConfig().pretrained == "imagenet"  # the library default is untouched
